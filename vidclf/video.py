@@ -1,0 +1,353 @@
+"""Decode videos with OpenCV and sample the frames a model sees.
+
+Everything here works on the frames that really decode: container headers lie about frame
+counts (too many, too few, zero, negative), so indices are chosen from the decoded count.
+Decoding is one forward pass: ``grab()`` every frame, ``retrieve()`` only the chosen ones
+(seeking with ``CAP_PROP_POS_FRAMES`` is exact on H.264 but far slower for short clips).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+# Lower-case suffixes that directory scans treat as videos (matched case-insensitively).
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".ogg",
+        ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts", ".mxf", ".asf", ".divx", ".vob",
+    }
+)
+
+SampleMode = Literal["uniform", "random"]
+
+# Leading bytes of common video containers: used only to explain why OpenCV failed to open a
+# file ("truncated MP4" versus "not a video at all"), never to refuse a file OpenCV can read.
+_CONTAINER_MAGIC: tuple[tuple[int, bytes, str], ...] = (
+    (4, b"ftyp", "MP4/MOV"),
+    (4, b"moov", "MOV"),
+    (4, b"mdat", "MOV"),
+    (4, b"wide", "MOV"),
+    (0, b"RIFF", "AVI"),
+    (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"),
+    (0, b"OggS", "Ogg"),
+    (0, b"\x00\x00\x01\xba", "MPEG program stream"),
+    (0, b"\x00\x00\x01\xb3", "MPEG video"),
+    (0, b"FLV", "FLV"),
+    (0, b"\x30\x26\xb2\x75", "ASF/WMV"),
+    (0, b"\x47", "MPEG transport stream"),
+)
+
+
+class VideoError(Exception):
+    """A video could not be used; the message names the file and what to do."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class VideoNotFoundError(VideoError):
+    """The path does not exist."""
+
+
+class NotAFileError(VideoError):
+    """The path exists but is a directory or another non-regular file."""
+
+
+class UnreadableVideoError(VideoError):
+    """The file exists but cannot be read (permissions, I/O error)."""
+
+
+class NotAVideoError(VideoError):
+    """OpenCV cannot open the file as a video: empty, not a video, truncated or corrupt."""
+
+
+class NoFramesDecodedError(VideoError):
+    """The file opens as a video but not a single frame decodes."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Metadata of a video; ``frame_count`` is what decodes, not what the header claims."""
+
+    path: str
+    frame_count: int
+    header_frame_count: int
+    fps: float | None
+    duration_s: float | None
+    width: int
+    height: int
+    fourcc: str
+    rotation: int
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Frames sampled from one video, ready for a model.
+
+    ``frames`` is uint8 RGB ``(T, size, size, 3)``; ``indices[t]`` is the decoded-frame index
+    that ``frames[t]`` came from. ``repeated`` is set when the video had fewer than T frames
+    and frames were repeated evenly; ``warnings`` lists anything a user should hear about.
+    """
+
+    path: str
+    frames: np.ndarray
+    indices: np.ndarray
+    frame_count: int
+    fps: float | None
+    repeated: bool
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def duration_s(self) -> float | None:
+        return self.frame_count / self.fps if self.fps else None
+
+    @property
+    def timestamps_s(self) -> np.ndarray | None:
+        return self.indices / self.fps if self.fps else None
+
+
+def is_video_path(path: Path) -> bool:
+    """True for a visible file whose suffix is a known video extension (any case)."""
+    return not path.name.startswith(".") and path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def find_videos(root: Path) -> list[Path]:
+    """All video files under ``root`` (recursive, hidden files and folders skipped), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / name for name in filenames if is_video_path(Path(name)))
+    return sorted(found)
+
+
+def sample_indices(
+    frame_count: int,
+    num_frames: int,
+    mode: SampleMode = "uniform",
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Pick ``num_frames`` frame indices out of ``frame_count`` decoded frames.
+
+    The video is cut into ``num_frames`` equal segments. ``uniform`` takes the centre frame of
+    each segment (test time); ``random`` takes a random frame within each segment (training
+    augmentation, reproducible through ``rng``). With fewer frames than segments, both modes
+    repeat frames evenly: segment centres map onto the frames that exist, in order.
+    """
+    if frame_count < 1:
+        raise ValueError("frame_count must be at least 1")
+    if num_frames < 1:
+        raise ValueError("num_frames must be at least 1")
+    bounds = np.arange(num_frames + 1) * frame_count / num_frames
+    if mode == "random" and frame_count >= num_frames:
+        rng = rng if rng is not None else np.random.default_rng()
+        starts = np.floor(bounds[:-1]).astype(np.int64)
+        stops = np.floor(bounds[1:]).astype(np.int64)
+        return starts + (rng.random(num_frames) * (stops - starts)).astype(np.int64)
+    if mode not in ("uniform", "random"):
+        raise ValueError(f"unknown sampling mode {mode!r}; use 'uniform' or 'random'")
+    centres = (bounds[:-1] + bounds[1:]) / 2
+    return np.minimum(np.floor(centres).astype(np.int64), frame_count - 1)
+
+
+def square_resize(frame_bgr: np.ndarray, size: int | None) -> np.ndarray:
+    """Shorter side to ``size``, centre crop to ``size``×``size``, BGR→RGB.
+
+    Cropping the centre square first and then resizing gives the same picture as resizing the
+    shorter side and cropping, with less work. ``size=None`` keeps the frame as decoded.
+    """
+    if size is not None:
+        height, width = frame_bgr.shape[:2]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = frame_bgr[top : top + side, left : left + side]
+        interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+        frame_bgr = cv2.resize(square, (size, size), interpolation=interpolation)
+    return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+
+
+def _describe_container(path: Path) -> str | None:
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    for offset, magic, name in _CONTAINER_MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    return None
+
+
+def _check_file(path: Path) -> None:
+    """Raise the specific VideoError for paths that cannot even be attempted."""
+    if not path.exists():
+        raise VideoNotFoundError(path, "no such file; check the path")
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise NotAFileError(path, f"is {kind}; pass a video file (directories: use predict)")
+    try:
+        with path.open("rb") as handle:
+            first = handle.read(1)
+    except OSError as exc:
+        raise UnreadableVideoError(path, f"cannot read the file ({exc.strerror}); check permissions") from exc
+    if not first:
+        raise NotAVideoError(path, "file is empty (0 bytes); re-copy or re-export the video")
+
+
+def _open(path: Path) -> cv2.VideoCapture:
+    """Open a video with the FFmpeg backend, frames auto-rotated upright."""
+    _check_file(path)
+    # FFmpeg only: the image-sequence backend would treat names like 'a%d.mp4' as patterns.
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        container = _describe_container(path)
+        if container is None:
+            reason = "not a video: OpenCV cannot open it and it has no known video container header"
+        else:
+            reason = (f"looks like {container} but OpenCV cannot open it; the file is probably "
+                      "truncated or corrupt (re-download or re-export it)")
+        raise NotAVideoError(path, reason)
+    capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+    return capture
+
+
+def _fourcc(capture: cv2.VideoCapture) -> str:
+    code = int(capture.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF
+    text = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
+    return text if text.isprintable() and text.strip("\x00") else "?"
+
+
+def _header_frame_count(capture: cv2.VideoCapture) -> int:
+    claimed = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(claimed) if math.isfinite(claimed) and 0 < claimed < 2**31 else 0
+
+
+def _fps(capture: cv2.VideoCapture) -> float | None:
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return float(fps) if math.isfinite(fps) and 0 < fps < 10_000 else None
+
+
+def _no_frames(path: Path) -> NoFramesDecodedError:
+    return NoFramesDecodedError(path, "opened but decoded 0 frames — codec may be unsupported "
+                                      "(re-encode it, e.g. to H.264)")
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read a video's metadata, counting the frames that really decode (grab-only pass)."""
+    path = Path(path)
+    capture = _open(path)
+    try:
+        header = _header_frame_count(capture)
+        fps = _fps(capture)
+        fourcc = _fourcc(capture)
+        rotation = int(capture.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
+        ok, first = capture.read()
+        if not ok or first is None:
+            raise _no_frames(path)
+        count = 1
+        while capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    height, width = first.shape[:2]
+    return VideoInfo(
+        path=str(path), frame_count=count, header_frame_count=header, fps=fps,
+        duration_s=count / fps if fps else None, width=width, height=height,
+        fourcc=fourcc, rotation=rotation,
+    )
+
+
+def _decode_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, size: int | None) -> tuple[dict[int, np.ndarray], int]:
+    """One forward pass: grab every frame, retrieve those in ``wanted``. Returns (frames, count)."""
+    wanted_set = set(int(i) for i in wanted)
+    last_wanted = max(wanted_set)
+    frames: dict[int, np.ndarray] = {}
+    index = 0
+    while capture.grab():
+        if index in wanted_set:
+            ok, frame = capture.retrieve()
+            if ok and frame is not None:
+                frames[index] = square_resize(frame, size)
+        index += 1
+        if index > last_wanted and len(frames) == len(wanted_set):
+            break  # Everything needed is in hand; the caller counts the rest only if asked.
+    return frames, index
+
+
+def sample_frames(
+    path: str | os.PathLike[str],
+    num_frames: int,
+    size: int | None = 112,
+    mode: SampleMode = "uniform",
+    rng: np.random.Generator | None = None,
+    frame_count: int | None = None,
+) -> Clip:
+    """Sample ``num_frames`` RGB frames from a video (see ``sample_indices`` for the scheme).
+
+    ``frame_count`` is a known decodable count (from ``probe``); without it the header's count
+    is tried first and, when decoding proves the header wrong, the video is decoded again with
+    the true count — so indices always refer to frames that exist.
+    """
+    path = Path(path)
+    warnings: list[str] = []
+    capture = _open(path)
+    try:
+        fps = _fps(capture)
+        header = _header_frame_count(capture)
+        guess = frame_count or header
+        if guess > 0:
+            chosen = sample_indices(guess, num_frames, mode, rng)
+            frames, decoded = _decode_chosen(capture, chosen, size)
+            if len(frames) == len(set(chosen.tolist())):
+                # All chosen frames decoded; make sure no frames lie beyond the guess.
+                decoded += _count_rest(capture)
+                if decoded == guess:
+                    return _assemble(path, frames, chosen, decoded, fps, num_frames, warnings)
+        else:
+            decoded = _count_rest(capture)
+    finally:
+        capture.release()
+
+    if decoded == 0:
+        raise _no_frames(path)
+    # A frame or two short of the header is common and harmless; more means decoding stopped.
+    if frame_count is None and decoded < header - max(1, header // 50):
+        warnings.append(f"decoded only {decoded} of the {header} frames the header claims "
+                        "(file may be truncated); sampled from the frames that decode")
+    # Second pass with the true count: rare, only when the header lied.
+    chosen = sample_indices(decoded, num_frames, mode, rng)
+    capture = _open(path)
+    try:
+        frames, _ = _decode_chosen(capture, chosen, size)
+    finally:
+        capture.release()
+    if len(frames) < len(set(chosen.tolist())):
+        raise VideoError(path, "decoding is not repeatable (frames vanished on a second pass); "
+                               "the file may be corrupt")
+    return _assemble(path, frames, chosen, decoded, fps, num_frames, warnings)
+
+
+def _count_rest(capture: cv2.VideoCapture) -> int:
+    count = 0
+    while capture.grab():
+        count += 1
+    return count
+
+
+def _assemble(path: Path, frames: dict[int, np.ndarray], chosen: np.ndarray, decoded: int,
+              fps: float | None, num_frames: int, warnings: list[str]) -> Clip:
+    repeated = decoded < num_frames
+    if repeated:
+        warnings.append(f"only {decoded} frame(s) decode, fewer than the {num_frames} sampled; "
+                        "frames were repeated evenly")
+    stack = np.stack([frames[int(i)] for i in chosen])
+    return Clip(path=str(path), frames=stack, indices=chosen, frame_count=decoded, fps=fps,
+                repeated=repeated, warnings=tuple(warnings))
