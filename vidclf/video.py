@@ -17,6 +17,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from vidclf.errors import VidclfError
+
 # Lower-case suffixes that directory scans treat as videos (matched case-insensitively).
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {
@@ -45,7 +47,7 @@ _CONTAINER_MAGIC: tuple[tuple[int, bytes, str], ...] = (
 )
 
 
-class VideoError(Exception):
+class VideoError(VidclfError):
     """A video could not be used; the message names the file and what to do."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:

@@ -1,0 +1,114 @@
+"""Datasets: layouts, refusals, stratified splits, cached views and optical flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from indexed import write_indexed_video
+from vidclf.data import (
+    DatasetError, LabelledVideo, SamplingSpec, check_trainable, compute_view, discover, load_view,
+    stratified_split, view_cache_path, file_digest,
+)
+from vidclf.motion import clip_flow
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VIDCLF_CACHE_DIR", str(cache))
+    return cache
+
+
+def touch_videos(root: Path, names: list[str]) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+
+
+def test_flat_layout(tmp_path: Path) -> None:
+    touch_videos(tmp_path, ["a/1.mp4", "a/2.AVI", "b/1.mkv", "b/sub/2.webm", "b/.hidden.mp4", ".git/x.mp4", "b/n.txt"])
+    found = discover(tmp_path)
+    assert list(found) == ["all"]
+    assert [(i.label, i.path.name) for i in found["all"]] == [("a", "1.mp4"), ("a", "2.AVI"), ("b", "1.mkv"), ("b", "2.webm")]
+
+
+def test_split_layout(tmp_path: Path) -> None:
+    touch_videos(tmp_path, ["train/a/1.mp4", "train/b/1.mp4", "val/a/2.mp4", "test/b/3.mp4"])
+    found = discover(tmp_path)
+    assert set(found) == {"train", "val", "test"}
+    assert [i.label for i in found["val"]] == ["a"]
+
+
+@pytest.mark.parametrize("names,message", [
+    ([], "no videos found"),
+    (["a/1.mp4", "a/2.mp4"], "at least 2 label folders"),
+    (["a/1.mp4", "a/2.mp4", "b/1.mp4"], "b have fewer than 2 clips"),
+])
+def test_refusals(tmp_path: Path, names: list[str], message: str) -> None:
+    (tmp_path / "empty").mkdir()
+    touch_videos(tmp_path, names)
+    with pytest.raises(DatasetError, match=message):
+        check_trainable(discover(tmp_path)["all"], tmp_path)
+
+
+def test_stratified_split_is_seeded_and_covers_every_class() -> None:
+    items = [LabelledVideo(Path(f"{label}{i}.mp4"), label) for label, n in (("a", 10), ("b", 2), ("c", 5)) for i in range(n)]
+    train, val = stratified_split(items, 0.2, seed=1)
+    assert {i.label for i in train} == {i.label for i in val} == {"a", "b", "c"}
+    assert sorted(i.label for i in val) == ["a", "a", "b", "c"]
+    assert not {i.path for i in train} & {i.path for i in val}
+    assert stratified_split(items, 0.2, seed=1) == (train, val)
+    assert stratified_split(items, 0.2, seed=2) != (train, val)
+
+
+def test_view_is_cached_and_recomputed_when_damaged(tmp_path: Path) -> None:
+    video = write_indexed_video(tmp_path / "v.avi", 30)
+    spec = SamplingSpec(frames=6, size=32, flow_size=8)
+    first, _ = load_view(video, spec, view=1, seed=0)
+    entry = view_cache_path(file_digest(video), spec, 1, 0)
+    assert entry.is_file()
+    again, _ = load_view(video, spec, view=1, seed=0)
+    assert np.array_equal(first.rgb, again.rgb) and np.array_equal(first.flow, again.flow)
+    entry.write_bytes(b"garbage")
+    healed, _ = load_view(video, spec, view=1, seed=0)
+    assert np.array_equal(first.rgb, healed.rgb)
+    uniform, _ = load_view(video, spec, view=0, seed=0)
+    assert not np.array_equal(first.rgb, uniform.rgb)  # a random view differs from uniform
+
+
+def test_random_views_are_seeded(tmp_path: Path) -> None:
+    video = write_indexed_video(tmp_path / "v.avi", 60)
+    spec = SamplingSpec(frames=6, size=32, flow_size=None)
+    a, _ = compute_view(video, spec, 1, seed=0)
+    b, _ = compute_view(video, spec, 1, seed=0)
+    c, _ = compute_view(video, spec, 2, seed=0)
+    assert np.array_equal(a.rgb, b.rgb) and not np.array_equal(a.rgb, c.rgb)
+    assert a.flow is None
+
+
+def test_short_video_is_padded_with_its_real_length(tmp_path: Path) -> None:
+    video = write_indexed_video(tmp_path / "short.avi", 3)
+    inputs, warnings = compute_view(video, SamplingSpec(frames=8, size=32, flow_size=8), 0, 0)
+    assert inputs.length == 3
+    assert inputs.rgb[3:].max() == 0 and inputs.rgb[:3].max() > 0
+    assert np.all(inputs.flow[3:] == 0)
+    assert any("repeated" in w for w in warnings)
+
+
+def test_flow_follows_motion_direction() -> None:
+    frames = []
+    for t in range(5):
+        frame = np.zeros((64, 64, 3), np.uint8)
+        cv2.rectangle(frame, (10 + 4 * t, 20), (30 + 4 * t, 40), (255, 255, 255), -1)
+        cv2.circle(frame, (20 + 4 * t, 30), 4, (0, 0, 0), -1)  # texture for the flow to follow
+        frames.append(frame)
+    flow = clip_flow(np.stack(frames), flow_size=8)
+    assert flow.shape == (5, 2, 8, 8)
+    assert np.all(flow[0] == 0)
+    assert flow[1:, 0].sum() > 0 and abs(flow[1:, 1].sum()) < flow[1:, 0].sum() / 3
+    reversed_flow = clip_flow(np.stack(frames[::-1]), flow_size=8)
+    assert reversed_flow[1:, 0].sum() < 0

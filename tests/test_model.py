@@ -1,0 +1,192 @@
+"""The network: shapes, masking of padded steps, frozen backbone, and the model file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidclf.model import ModelConfig, VideoClassifier
+from vidclf.modelfile import ModelFileError, load_model, read_metadata, save_model
+
+LABELS = ["a", "b", "c"]
+
+
+def make_inputs(batch: int, steps: int, size: int = 32, flow_size: int = 16, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    rgb = torch.randint(0, 256, (batch, steps, size, size, 3), generator=gen, dtype=torch.uint8)
+    flow = torch.randn(batch, steps, 2, flow_size, flow_size, generator=gen)
+    return rgb, flow
+
+
+def small_config(**overrides) -> ModelConfig:
+    base = dict(labels=LABELS, backbone="small", motion="flow", frames=6, size=32, flow_size=16,
+                hidden=16, appearance_dim=8, motion_dim=8)
+    return ModelConfig(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("backbone", ["small", "lite0", "none"])
+@pytest.mark.parametrize("motion", ["flow", "none"])
+@pytest.mark.parametrize("pooling", ["global", "grid"])
+def test_every_option_gives_logits(backbone: str, motion: str, pooling: str) -> None:
+    if backbone == "none" and motion == "none":
+        with pytest.raises(ValueError, match="needs an appearance backbone, motion, or both"):
+            small_config(backbone=backbone, motion=motion)
+        return
+    model = VideoClassifier(small_config(backbone=backbone, motion=motion, pooling=pooling), pretrained=False).eval()
+    rgb, flow = make_inputs(2, 6)
+    logits = model(torch.tensor([6, 4]), rgb=rgb, flow=flow)
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("temporal", ["lstm", "mean"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padded_steps_are_never_read(temporal: str, bidirectional: bool) -> None:
+    model = VideoClassifier(small_config(temporal=temporal, bidirectional=bidirectional, layers=2)).eval()
+    rgb, flow = make_inputs(2, 6)
+    lengths = torch.tensor([4, 6])
+    before = model(lengths, rgb=rgb, flow=flow)
+    rgb2, flow2 = rgb.clone(), flow.clone()
+    rgb2[0, 4:] = 255 - rgb2[0, 4:]  # change only the padding of clip 0
+    flow2[0, 4:] = 50.0
+    after = model(lengths, rgb=rgb2, flow=flow2)
+    assert torch.allclose(before, after, atol=1e-5)
+    # ... and equals running the clip alone, unpadded.
+    alone = model(torch.tensor([4]), rgb=rgb[:1, :4], flow=flow[:1, :4])
+    assert torch.allclose(before[:1], alone, atol=1e-5)
+
+
+def test_lstm_sees_order_but_mean_does_not() -> None:
+    rgb, flow = make_inputs(1, 6)
+    reverse = torch.arange(5, -1, -1)
+    lstm = VideoClassifier(small_config()).eval()
+    mean = VideoClassifier(small_config(temporal="mean")).eval()
+    lengths = torch.tensor([6])
+    assert not torch.allclose(lstm(lengths, rgb=rgb, flow=flow), lstm(lengths, rgb=rgb[:, reverse], flow=flow[:, reverse]))
+    assert torch.allclose(mean(lengths, rgb=rgb, flow=flow), mean(lengths, rgb=rgb[:, reverse], flow=flow[:, reverse]), atol=1e-5)
+
+
+def test_frozen_backbone_stays_frozen_in_train_mode() -> None:
+    model = VideoClassifier(small_config(backbone="lite0", frozen=True))
+    model.train()
+    assert not model.backbone.training
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.lstm.parameters())
+    finetune = VideoClassifier(small_config(backbone="lite0", frozen=False), pretrained=False).train()
+    assert finetune.backbone.training and all(p.requires_grad for p in finetune.backbone.parameters())
+
+
+def test_normalisation_is_inside_the_model() -> None:
+    model = VideoClassifier(small_config(motion="none")).eval()
+    rgb, _ = make_inputs(1, 6)
+    manual = model.backbone(rgb[0].permute(0, 3, 1, 2).float() / 255 * 2 - 1).mean(dim=(2, 3))
+    assert torch.allclose(model.appearance_features(rgb)[0], manual, atol=1e-5)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="at least 2 labels"):
+        ModelConfig(labels=["only"])
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        small_config(backbone="resnet")
+    assert small_config(backbone="small", frozen=True).frozen is False
+
+
+# --- model file -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backbone,frozen", [("small", False), ("lite0", True), ("lite0", False)])
+def test_save_load_round_trip_gives_same_logits(tmp_path: Path, backbone: str, frozen: bool) -> None:
+    model = VideoClassifier(small_config(backbone=backbone, frozen=frozen)).eval()
+    path = tmp_path / "m.vidclf"
+    save_model(model, path, {"best_val_acc": 0.5, "seed": 3})
+    loaded = load_model(path)
+    rgb, flow = make_inputs(2, 6)
+    lengths = torch.tensor([6, 3])
+    assert torch.allclose(model(lengths, rgb=rgb, flow=flow), loaded.model(lengths, rgb=rgb, flow=flow), atol=1e-6)
+    meta = loaded.metadata
+    assert meta["labels"] == LABELS and meta["training"]["seed"] == 3
+    assert meta["config"]["backbone"] == backbone
+    stored = torch.load(path, weights_only=True)["state_dict"]
+    has_backbone = any(k.startswith("backbone.") for k in stored)
+    assert has_backbone == (not frozen)
+    if backbone == "lite0":
+        assert meta["backbone"]["weights_sha256"].startswith("5793442")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.vidclf"]  # no temp files left
+
+
+def test_frozen_lite0_file_is_small(tmp_path: Path) -> None:
+    model = VideoClassifier(ModelConfig(labels=LABELS, backbone="lite0", frozen=True))
+    save_model(model, tmp_path / "m.vidclf", {})
+    assert (tmp_path / "m.vidclf").stat().st_size < 2_000_000  # head only, not the 13 MB backbone
+
+
+def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    model = VideoClassifier(small_config())
+    path = tmp_path / "m.vidclf"
+    path.write_bytes(b"precious")
+    with pytest.raises(ModelFileError, match="already exists; pass --force"):
+        save_model(model, path, {})
+    assert path.read_bytes() == b"precious"
+    save_model(model, path, {}, force=True)
+    assert read_metadata(path)["labels"] == LABELS
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_loading_never_executes_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil.vidclf"
+    torch.save({"format": "vidclf-model", "format_version": 1, "metadata": "{}", "state_dict": Exploit()}, path)
+    with pytest.raises(ModelFileError, match="refused to load"):
+        load_model(path)
+
+
+def test_bad_model_files(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(tmp_path / "missing.vidclf")
+    text = tmp_path / "text.vidclf"
+    text.write_text("hello")
+    with pytest.raises(ModelFileError, match="not a readable vidclf model file"):
+        load_model(text)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ModelFileError, match="not a vidclf model file"):
+        load_model(other)
+    good = tmp_path / "good.vidclf"
+    save_model(VideoClassifier(small_config()), good, {})
+    cut = tmp_path / "cut.vidclf"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_model(cut)
+
+
+def _rewrite_metadata(path: Path, change) -> None:
+    payload = torch.load(path, weights_only=True)
+    metadata = json.loads(payload["metadata"])
+    change(metadata, payload)
+    payload["metadata"] = json.dumps(metadata)
+    torch.save(payload, path)
+
+
+def test_newer_format_and_backbone_mismatch_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.vidclf"
+    save_model(VideoClassifier(small_config(backbone="lite0", frozen=True)), path, {})
+    _rewrite_metadata(path, lambda meta, payload: meta["backbone"].update(weights_sha256="0" * 64))
+    with pytest.raises(ModelFileError, match="backbone weights"):
+        load_model(path)
+    _rewrite_metadata(path, lambda meta, payload: payload.update(format_version=99))
+    with pytest.raises(ModelFileError, match="newer than this vidclf"):
+        load_model(path)
+
+
+def test_weights_that_do_not_match_config_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.vidclf"
+    save_model(VideoClassifier(small_config()), path, {})
+    _rewrite_metadata(path, lambda meta, payload: meta["config"].update(hidden=32))
+    with pytest.raises(ModelFileError, match="do not match the saved config"):
+        load_model(path)
+

@@ -1,0 +1,441 @@
+"""Training: data folder → cached clip views → fitted classifier → model file.
+
+Stages, each a small function: ``plan_splits`` (find, split, count) → ``prepare_views``
+(decode + flow, cached, in parallel) → ``prepare_features`` (frozen backbone features, cached)
+→ ``fit`` (epochs with early stopping, a resumable checkpoint after each) → ``save_model``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from vidclf.data import (
+    ClipInputs, DatasetError, LabelledVideo, SamplingSpec, atomic_save_npz, cache_dir,
+    check_trainable, discover, init_worker, stratified_split, view_job,
+)
+from vidclf.model import ModelConfig, VideoClassifier
+from vidclf.modelfile import ModelFileError, save_model
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainOptions:
+    """Everything about how to train (the network itself is a ``ModelConfig``)."""
+
+    data: Path
+    out: Path
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    val_split: float = 0.2
+    patience: int = 8
+    class_weights: bool = False
+    hflip: bool = False
+    views: int = 4  # cached samplings per training clip: 1 uniform + (views-1) random
+    force: bool = False
+    resume: bool = False
+
+
+@dataclass
+class Splits:
+    train: list[LabelledVideo]
+    val: list[LabelledVideo]
+    test: list[LabelledVideo]
+    labels: list[str]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {name: {label: Counter(i.label for i in items)[label] for label in self.labels}
+                for name, items in (("train", self.train), ("val", self.val), ("test", self.test)) if items}
+
+
+@dataclass
+class Tensors:
+    """Model inputs for a set of clip views, stacked: N views of T steps."""
+
+    lengths: Tensor
+    targets: Tensor
+    appearance: Tensor | None = None  # cached frozen-backbone features (N, T, D)
+    rgb: Tensor | None = None  # uint8 frames (N, T, S, S, 3) when the backbone trains
+    flow: Tensor | None = None  # (N, T, 2, F, F)
+    clip_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+
+    def select(self, rows: Tensor) -> Tensors:
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return Tensors(self.lengths[rows], self.targets[rows], pick(self.appearance), pick(self.rgb),
+                       pick(self.flow), self.clip_index[rows])
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_acc: float
+    per_class_acc: dict[str, float]
+    history: list[EpochRecord]
+    skipped: list[str]
+    out: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DatasetError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def plan_splits(data: Path, val_split: float, seed: int) -> Splits:
+    """Find clips and split them: the folder's own train/val(/test) or a stratified split."""
+    found = discover(data)
+    if "all" in found:
+        labels = check_trainable(found["all"], data)
+        train, val = stratified_split(found["all"], val_split, seed)
+        return Splits(train, val, [], labels)
+    labels = check_trainable(found.get("train", []), data / "train")
+    if not found.get("val"):
+        train, val = stratified_split(found["train"], val_split, seed)
+        return Splits(train, val, found.get("test", []), labels)
+    unknown = sorted({i.label for i in found["val"]} - set(labels))
+    if unknown:
+        raise DatasetError(f"{data / 'val'}: label(s) {', '.join(unknown)} have no training clips")
+    return Splits(found["train"], found["val"], found.get("test", []), labels)
+
+
+def prepare_views(items: Sequence[LabelledVideo], spec: SamplingSpec, views: int, seed: int,
+                  workers: int, log: Log, desc: str) -> tuple[list[tuple[int, int, ClipInputs]], list[str]]:
+    """Decode ``views`` samplings of every clip (cached). Returns (clip, view, inputs) triples
+    and one line per clip that failed to decode — the rest still go through."""
+    jobs = [(item.path, spec, view, seed) for item in items for view in range(views)]
+    keys = [(i, v) for i in range(len(items)) for v in range(views)]
+    bar = tqdm(total=len(jobs), desc=desc, unit="view", disable=not sys.stderr.isatty(), leave=False)
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        # spawn, not fork: forking a process that has started torch threads can deadlock.
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
+            results = list(_tick(pool.imap(view_job, jobs, chunksize=2), bar))
+    else:
+        results = list(_tick(map(view_job, jobs), bar))
+    bar.close()
+    out, failures, warned = [], {}, set()
+    for (clip, view), (inputs, warnings, error) in zip(keys, results):
+        if error is not None:
+            failures[clip] = error
+        elif clip not in failures:
+            out.append((clip, view, inputs))
+        for warning in warnings:
+            if clip not in warned:
+                log(f"warning: {items[clip].path}: {warning}")
+                warned.add(clip)
+    return [t for t in out if t[0] not in failures], [failures[c] for c in sorted(failures)]
+
+
+def _tick(iterable, bar: tqdm):  # type: ignore[no-untyped-def]
+    for item in iterable:
+        bar.update(1)
+        yield item
+
+
+def _feature_cache_path(config: ModelConfig, spec: SamplingSpec, item: LabelledVideo, view: int, seed: int) -> Path:
+    from vidclf.data import file_digest, view_cache_path
+
+    base = view_cache_path(file_digest(item.path), spec, view, seed)
+    key = f"{base.stem}-{config.backbone}-{config.pooling}-{_backbone_sha(config)}"
+    return cache_dir() / "features" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
+
+
+def _load_features(path: Path) -> np.ndarray | None:
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return arrays["features"]
+    except (OSError, ValueError, KeyError):
+        return None  # absent or damaged: recomputed
+
+
+def _backbone_sha(config: ModelConfig) -> str:
+    from vidclf.lite0 import LITE0_WEIGHTS_SHA256
+
+    return LITE0_WEIGHTS_SHA256[:16] if config.backbone == "lite0" else "scratch"
+
+
+def stack_inputs(model: VideoClassifier, entries: Sequence[tuple[int, int, ClipInputs]],
+                 items: Sequence[LabelledVideo], labels: Sequence[str], spec: SamplingSpec,
+                 seed: int, device: torch.device, log: Log) -> Tensors:
+    """Stack views into tensors; a frozen backbone's features are computed once and cached."""
+    config = model.config
+    index = {label: i for i, label in enumerate(labels)}
+    tensors = Tensors(
+        lengths=torch.tensor([e[2].length for e in entries]),
+        targets=torch.tensor([index[items[e[0]].label] for e in entries]),
+        clip_index=torch.tensor([e[0] for e in entries]),
+    )
+    if config.uses_flow:
+        tensors.flow = torch.from_numpy(np.stack([e[2].flow for e in entries]).astype(np.float32))
+    if config.backbone == "none":
+        return tensors
+    if not config.frozen:
+        tensors.rgb = torch.from_numpy(np.stack([e[2].rgb for e in entries]))
+        return tensors
+    features: list[np.ndarray | None] = []
+    todo = []
+    for n, (clip, view, _) in enumerate(entries):
+        path = _feature_cache_path(config, spec, items[clip], view, seed)
+        features.append(_load_features(path))
+        if features[-1] is None:
+            todo.append((n, path))
+    if todo:
+        log(f"encoding {len(todo)} clip views with the frozen {config.backbone} backbone (cached for next time)")
+    bar = tqdm(total=len(todo), desc="features", unit="view", disable=not sys.stderr.isatty(), leave=False)
+    for start in range(0, len(todo), 8):
+        chunk = todo[start : start + 8]
+        rgb = torch.from_numpy(np.stack([entries[n][2].rgb for n, _ in chunk])).to(device)
+        with torch.inference_mode():
+            encoded = model.appearance_features(rgb).float().cpu().numpy().astype(np.float16)
+        for (n, path), array in zip(chunk, encoded):
+            atomic_save_npz(path, {"features": array})
+            features[n] = array
+        bar.update(len(chunk))
+    bar.close()
+    tensors.appearance = torch.from_numpy(np.stack(features).astype(np.float32))
+    return tensors
+
+
+def _random_resized_crop(rgb: Tensor, generator: torch.Generator, hflip: bool) -> Tensor:
+    """Same random crop (area 50–100%, aspect 3:4–4:3) on every frame of each clip."""
+    batch, steps, size = rgb.shape[0], rgb.shape[1], rgb.shape[2]
+    out = torch.empty_like(rgb)
+    for b in range(batch):
+        area = float(torch.empty(1).uniform_(0.5, 1.0, generator=generator))
+        aspect = float(torch.empty(1).uniform_(0.75, 1.333, generator=generator))
+        h = min(size, max(8, round(size * (area / aspect) ** 0.5)))
+        w = min(size, max(8, round(size * (area * aspect) ** 0.5)))
+        top = int(torch.randint(0, size - h + 1, (1,), generator=generator))
+        left = int(torch.randint(0, size - w + 1, (1,), generator=generator))
+        crop = rgb[b, :, top : top + h, left : left + w].permute(0, 3, 1, 2).float()
+        resized = nn.functional.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)
+        if hflip and bool(torch.rand(1, generator=generator) < 0.5):
+            resized = resized.flip(3)
+        out[b] = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out
+
+
+def _forward(model: VideoClassifier, batch: Tensors, device: torch.device) -> Tensor:
+    to = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+    return model(batch.lengths, rgb=to(batch.rgb), flow=to(batch.flow), appearance=to(batch.appearance))
+
+
+def evaluate(model: VideoClassifier, data: Tensors, device: torch.device, batch_size: int = 64
+             ) -> tuple[float, Tensor]:
+    """Mean cross-entropy and the predicted class of every row."""
+    model.eval()
+    losses, predictions = [], []
+    with torch.inference_mode():
+        for start in range(0, len(data.targets), batch_size):
+            batch = data.select(torch.arange(start, min(start + batch_size, len(data.targets))))
+            logits = _forward(model, batch, device)
+            losses.append(nn.functional.cross_entropy(logits, batch.targets.to(device), reduction="sum").item())
+            predictions.append(logits.argmax(1).cpu())
+    return sum(losses) / max(1, len(data.targets)), torch.cat(predictions)
+
+
+def per_class_accuracy(predictions: Tensor, targets: Tensor, labels: Sequence[str]) -> dict[str, float]:
+    return {label: float((predictions[targets == i] == i).float().mean()) if (targets == i).any() else float("nan")
+            for i, label in enumerate(labels)}
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".ckpt")
+
+
+def _save_checkpoint(path: Path, state: dict[str, object]) -> None:
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, temp)
+    os.replace(temp, path)  # atomic: a kill -9 leaves the previous epoch's checkpoint intact
+
+
+def _epoch_batches(rows: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
+    order = torch.randperm(rows, generator=generator)
+    return [order[i : i + batch_size] for i in range(0, rows, batch_size)]
+
+
+def _pick_views(train: Tensors, generator: torch.Generator) -> Tensor:
+    """One random cached view of each training clip for this epoch."""
+    rows = []
+    for clip in train.clip_index.unique().tolist():
+        candidates = (train.clip_index == clip).nonzero().flatten()
+        rows.append(candidates[torch.randint(len(candidates), (1,), generator=generator)])
+    return torch.cat(rows)
+
+
+def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOptions, labels: Sequence[str],
+        device: torch.device, log: Log) -> tuple[int, dict[str, Tensor], list[EpochRecord]]:
+    """Train with AdamW + cosine decay and early stopping; checkpoint after every epoch.
+
+    Returns (best epoch, best weights, history). Each epoch's randomness comes from
+    (seed, epoch), so a resumed run continues exactly as the uninterrupted one would have.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=options.epochs)
+    counts = torch.bincount(train.targets, minlength=len(labels)).float()
+    weight = (counts.sum() / (len(labels) * counts.clamp(min=1))).to(device) if options.class_weights else None
+    history: list[EpochRecord] = []
+    best_epoch, best_key, best_state = 0, (-1.0, 0.0), None
+    start_epoch = 1
+    ckpt = checkpoint_path(options.out)
+    if options.resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state["config"] != model.config.to_dict() or state["epochs"] != options.epochs:
+            raise DatasetError(f"{ckpt}: was made with other settings (model options, labels or "
+                               "--epochs); rerun with the same options, or drop --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = [EpochRecord(**record) for record in state["history"]]
+        best_epoch, best_state = int(state["best_epoch"]), state["best_state"]
+        best_key = (float(state["best_key"][0]), float(state["best_key"][1]))
+        start_epoch = len(history) + 1
+        log(f"resuming from {ckpt} after epoch {len(history)}")
+    epochs_bar = tqdm(range(start_epoch, options.epochs + 1), desc="epochs", unit="epoch",
+                      disable=not sys.stderr.isatty(), initial=start_epoch - 1, total=options.epochs)
+    for epoch in epochs_bar:
+        if epoch - best_epoch > options.patience and best_epoch > 0:
+            log(f"early stop: no val improvement for {options.patience} epochs")
+            break
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(options.seed * 100_003 + epoch)
+        torch.manual_seed(options.seed * 100_003 + epoch)  # dropout
+        model.train()
+        epoch_rows = _pick_views(train, generator)
+        total_loss = correct = seen = 0.0
+        batches = _epoch_batches(len(epoch_rows), options.batch_size, generator)
+        batch_bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False,
+                         disable=not sys.stderr.isatty())
+        for rows in batch_bar:
+            batch = train.select(epoch_rows[rows])
+            if batch.rgb is not None:
+                batch.rgb = _random_resized_crop(batch.rgb, generator, options.hflip)
+            logits = _forward(model, batch, device)
+            targets = batch.targets.to(device)
+            loss = nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.05)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 5.0)
+            optimizer.step()
+            total_loss += loss.item() * len(rows)
+            correct += (logits.argmax(1) == targets).sum().item()
+            seen += len(rows)
+            batch_bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        val_loss, val_pred = evaluate(model, val, device)
+        val_acc = float((val_pred == val.targets).float().mean())
+        record = EpochRecord(epoch, total_loss / seen, correct / seen, val_loss, val_acc, lr,
+                             time.perf_counter() - started)
+        history.append(record)
+        if (val_acc, -val_loss) > best_key:
+            best_epoch, best_key = epoch, (val_acc, -val_loss)
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        log(f"epoch {epoch}/{options.epochs}  train loss {record.train_loss:.3f} acc {record.train_acc:.3f}  "
+            f"val loss {val_loss:.3f} acc {val_acc:.3f}  {record.seconds:.1f}s"
+            + ("  *best" if best_epoch == epoch else ""))
+        _write_metrics_csv(options.out, history)
+        _save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(),
+                                "history": [asdict(r) for r in history], "best_epoch": best_epoch,
+                                "best_key": list(best_key), "best_state": best_state,
+                                "config": model.config.to_dict(), "epochs": options.epochs})
+    assert best_state is not None, "no epoch ran"
+    return best_epoch, best_state, history
+
+
+def metrics_csv_path(out: Path) -> Path:
+    return out.with_name(out.name + ".metrics.csv")
+
+
+def _write_metrics_csv(out: Path, history: Sequence[EpochRecord]) -> None:
+    path = metrics_csv_path(out)
+    temp = path.with_name(f".{path.name}.tmp")
+    with temp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(history[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in history)
+    os.replace(temp, path)
+
+
+def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) -> TrainResult:
+    """The whole ``vidclf train`` job; ``config_overrides`` are ModelConfig fields."""
+    if options.out.exists() and not options.force:
+        raise ModelFileError(f"{options.out}: already exists; pass --force to overwrite it")
+    if options.resume and not checkpoint_path(options.out).is_file():
+        log(f"note: no checkpoint at {checkpoint_path(options.out)}; starting from scratch")
+    torch.manual_seed(options.seed)
+    device = resolve_device(options.device)
+    splits = plan_splits(options.data, options.val_split, options.seed)
+    for name, counts in splits.counts().items():
+        log(f"{name}: {sum(counts.values())} clips  " + "  ".join(f"{k}={v}" for k, v in counts.items()))
+    config = ModelConfig(labels=splits.labels, **config_overrides)  # type: ignore[arg-type]
+    spec = SamplingSpec(config.frames, config.size, config.flow_size if config.uses_flow else None)
+    model = VideoClassifier(config).to(device)
+    train_views, train_failed = prepare_views(splits.train, spec, options.views, options.seed,
+                                              options.workers, log, "decoding train")
+    val_views, val_failed = prepare_views(splits.val, spec, 1, options.seed, options.workers, log, "decoding val")
+    skipped = train_failed + val_failed
+    for line in skipped:
+        log(f"skipped: {line}")
+    _check_still_trainable(train_views, val_views, splits, skipped)
+    train_tensors = stack_inputs(model, train_views, splits.train, splits.labels, spec, options.seed, device, log)
+    val_tensors = stack_inputs(model, val_views, splits.val, splits.labels, spec, options.seed, device, log)
+    best_epoch, best_state, history = fit(model, train_tensors, val_tensors, options, splits.labels, device, log)
+    model.load_state_dict(best_state)
+    _, val_pred = evaluate(model, val_tensors, device)
+    per_class = per_class_accuracy(val_pred, val_tensors.targets, splits.labels)
+    best = history[best_epoch - 1]
+    summary = {
+        "data": str(options.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": options.seed, "counts": splits.counts(), "skipped": skipped, "best_epoch": best_epoch,
+        "epochs_run": len(history), "best_val_acc": best.val_acc, "best_val_loss": best.val_loss,
+        "per_class_val_acc": per_class, "options": {k: str(v) for k, v in asdict(options).items()},
+    }
+    save_model(model, options.out, summary, force=options.force)
+    checkpoint_path(options.out).unlink(missing_ok=True)
+    return TrainResult(best_epoch, best.val_acc, per_class, history, skipped, options.out)
+
+
+def _check_still_trainable(train_views: list, val_views: list, splits: Splits, skipped: list[str]) -> None:
+    left = Counter(splits.train[c].label for c, v, _ in train_views if v == 0)
+    empty = [label for label in splits.labels if left[label] == 0]
+    if empty:
+        raise DatasetError(f"no decodable training clips left for class(es) {', '.join(empty)} "
+                           f"({len(skipped)} clip(s) failed to decode)")
+    if not val_views:
+        raise DatasetError("no decodable validation clips left")
