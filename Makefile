@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: setup
-	$(BIN)/vidclf probe sample_clips/move_left/move_left_000.mp4
+	$(BIN)/vidclf predict sample_clips/move_left/move_left_000.mp4
 
 test: setup
 	$(BIN)/python -m pytest -q

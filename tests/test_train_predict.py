@@ -162,3 +162,13 @@ def test_kill_9_then_resume_loses_at_most_one_epoch(workspace: dict, tmp_path: P
     assert resumed_from >= epochs_done - 1 >= 0
     rows = list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, 121))
+
+
+def test_shipped_default_model_is_found_and_right_on_a_sample(tmp_path: Path) -> None:
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    clip = Path(__file__).resolve().parents[1] / "sample_clips" / "move_left" / "move_left_000.mp4"
+    result = run_cli("predict", str(clip), "-f", "json", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [record] = json.loads(result.stdout)
+    assert record["model"] == "default" and record["top"] == "move_left"
+    assert len(record["labels"]) == 5

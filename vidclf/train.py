@@ -39,15 +39,15 @@ class TrainOptions:
 
     data: Path
     out: Path
-    epochs: int = 30
-    batch_size: int = 16
+    epochs: int = 60
+    batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-2
     seed: int = 0
     workers: int = 2
     device: str = "auto"
     val_split: float = 0.2
-    patience: int = 8
+    patience: int = 15
     class_weights: bool = False
     hflip: bool = False
     views: int = 4  # cached samplings per training clip: 1 uniform + (views-1) random
