@@ -32,3 +32,16 @@ def test_reader_matches_true_decodable_frame_count(record: dict) -> None:
     assert clip.frame_count == record["cv2_decoded_frames"]
     assert clip.indices.tolist() == sample_indices(info.frame_count, 8).tolist()
     assert clip.frames.shape == (8, 64, 64, 3)
+
+
+def test_cli_keeps_ffmpeg_codec_chatter_off_stderr() -> None:
+    import subprocess
+    import sys
+
+    noisy = CORPUS / "deb-opencv-doc__box.mp4"  # FFmpeg logs "non-intra slice" errors while decoding it
+    quiet = subprocess.run([sys.executable, "-m", "vidclf", "probe", str(noisy), "--json"],
+                           capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    debug = subprocess.run([sys.executable, "-m", "vidclf", "--debug", "probe", str(noisy), "--json"],
+                           capture_output=True, text=True)
+    assert "h264 @" in debug.stderr

@@ -68,6 +68,10 @@ def main(
     """Classify videos: [bold]vidclf predict clip.mp4[/bold]. Exit codes: 0 ok, 1 internal
     error, 2 usage, 3 unusable input, 4 some inputs failed, 130 interrupted."""
     _state["debug"] = debug
+    if not debug:
+        # FFmpeg prints codec chatter ("non-intra slice in an IDR NAL unit") straight to stderr;
+        # vidclf reports what matters itself. --debug (or setting the variable) shows it.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 def stdout_console() -> Console:
