@@ -172,3 +172,171 @@ def test_shipped_default_model_is_found_and_right_on_a_sample(tmp_path: Path) ->
     [record] = json.loads(result.stdout)
     assert record["model"] == "default" and record["top"] == "move_left"
     assert len(record["labels"]) == 5
+
+
+def test_same_seed_gives_the_same_model_with_or_without_worker_processes(tmp_path: Path) -> None:
+    import torch
+
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    data = tmp_path / "data"
+    make_samples(data, clips_per_class=4, seed=3, classes=("move_left", "move_right"))
+    weights = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}.vidclf"
+        result = run_cli("train", str(data), "--out", str(out), "--backbone", "small", "--size", "48",
+                         "--frames", "6", "--epochs", "2", "--workers", workers, "--seed", "5", env=env)
+        assert result.returncode == 0, result.stderr
+        weights.append(torch.load(out, weights_only=True)["state_dict"])
+        (tmp_path / "cache").rename(tmp_path / f"cache-{workers}")  # the second run decodes afresh
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_eval_json_report_matches_predictions(workspace: dict, tmp_path: Path) -> None:
+    root = workspace["root"]
+    result = run_cli("eval", str(root / "test"), "-m", str(workspace["model"]), "-f", "json", env=workspace["env"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for key in ("top1", "topk", "mean_class_accuracy", "per_class", "confusion", "misclassified"):
+        assert key in report
+    records = predict_jsonl(workspace, str(root / "test"))
+    correct = sum(r["top"] == Path(r["video"]).parent.name for r in records)
+    assert report["top1"] == pytest.approx(correct / len(records))
+    assert report["count"] == 24 and report["k"] == 4 and report["topk"] == 1.0
+    assert sum(map(sum, report["confusion"]["matrix"])) == 24
+    assert len(report["misclassified"]) == 24 - correct
+    assert report["per_class"]["grow"]["support"] == 6
+
+
+def test_eval_table_plot_clips_and_unknown_labels(workspace: dict, tmp_path: Path) -> None:
+    root = workspace["root"]
+    data = tmp_path / "data"
+    for label in ("grow", "shrink"):
+        (data / label).mkdir(parents=True)
+        for clip in sorted((root / "test" / label).iterdir())[:2]:
+            (data / label / clip.name).write_bytes(clip.read_bytes())
+    (data / "jump").mkdir()
+    (data / "jump" / "j.mp4").write_bytes((data / "grow" / sorted(os.listdir(data / "grow"))[0]).read_bytes())
+    plot = tmp_path / "confusion.png"
+    result = run_cli("eval", str(data), "-m", str(workspace["model"]), "--clips", "3", "--plot", str(plot),
+                     env=workspace["env"])
+    assert result.returncode == 0, result.stderr
+    assert "label 'jump' is not one of the model's labels" in result.stderr
+    assert "top-1" in result.stdout.lower() and "precision" in result.stdout and "grow" in result.stdout
+    assert plot.stat().st_size > 1000
+    as_json = json.loads(run_cli("eval", str(data), "-m", str(workspace["model"]), "-f", "json",
+                                 env=workspace["env"]).stdout)
+    assert as_json["unknown"] == [{"video": str(data / "jump" / "j.mp4"), "label": "jump"}]
+    assert as_json["count"] == 4
+
+
+def test_multi_clip_predict_averages_probabilities(workspace: dict) -> None:
+    clip = sorted((workspace["root"] / "test" / "move_right").iterdir())[0]
+    result = run_cli("predict", str(clip), "-m", str(workspace["model"]), "-f", "json", "--clips", "4",
+                     env=workspace["env"])
+    [record] = json.loads(result.stdout)
+    assert abs(sum(item["score"] for item in record["labels"]) - 1) < 1e-4
+    single = predict_jsonl(workspace, str(clip))[0]
+    assert record["labels"] != single["labels"]  # different frames were seen
+
+
+def test_train_writes_curves_and_frames_writes_a_sheet(workspace: dict, tmp_path: Path) -> None:
+    curves = workspace["model"].with_name("motion.vidclf.curves.png")
+    assert curves.stat().st_size > 1000
+    clip = sorted((workspace["root"] / "test" / "grow").iterdir())[0]
+    sheet = tmp_path / "sheet.png"
+    result = run_cli("frames", str(clip), "--out", str(sheet), "-m", str(workspace["model"]), env=workspace["env"])
+    assert result.returncode == 0, result.stderr
+    import cv2
+
+    image = cv2.imread(str(sheet))
+    assert image is not None and image.shape[1] >= 8 * 112
+    again = run_cli("frames", str(clip), "--out", str(sheet), "-m", str(workspace["model"]), env=workspace["env"])
+    assert again.returncode == 3 and "--force" in again.stderr
+
+
+@pytest.fixture(scope="module")
+def two_part_video(workspace: dict) -> Path:
+    """3 s each of move_left, move_right, move_left (15 fps, MJPG AVI: streamable over HTTP).
+
+    Each part is one whole generated clip, so a 3-s window on a part sees motion at the speed the
+    model trained on; windows straddling two parts are mixed and not asserted on.
+    """
+    import numpy as np
+
+    from vidclf.samples import render_clip, write_clip
+
+    rng = np.random.default_rng(21)
+    parts = [render_clip(label, rng, 45, 160, 120) for label in ("move_left", "move_right", "move_left")]
+    path = workspace["root"] / "left_right_left.avi"
+    write_clip(np.concatenate(parts), path, 15.0)
+    return path
+
+
+def test_timeline_windows_follow_the_video(workspace: dict, two_part_video: Path) -> None:
+    result = run_cli("predict", str(two_part_video), "-m", str(workspace["model"]), "--window", "3",
+                     "--stride", "1", "-f", "json", env=workspace["env"])
+    assert result.returncode == 0, result.stderr
+    [record] = json.loads(result.stdout)
+    segments = record["segments"]
+    assert [(s["start_s"], s["end_s"]) for s in segments] == [(k, k + 3) for k in range(7)]
+    pure = {(s["start_s"], s["end_s"]): s["top"] for s in segments if s["start_s"] % 3 == 0}
+    assert pure == {(0, 3): "move_left", (3, 6): "move_right", (6, 9): "move_left"}
+    mean_scores = {item["label"]: item["score"] for item in record["labels"]}
+    assert abs(sum(mean_scores.values()) - 1) < 1e-4
+
+
+def test_timeline_writers_jsonl_csv_srt(workspace: dict, two_part_video: Path) -> None:
+    import re
+
+    args = ["predict", str(two_part_video), "-m", str(workspace["model"]), "--window", "2", "--stride", "1"]
+    lines = run_cli(*args, "-f", "jsonl", env=workspace["env"]).stdout.splitlines()
+    windows = [json.loads(line) for line in lines]
+    assert len(windows) == 8 and {"video", "start_s", "end_s", "top", "labels"} <= set(windows[0])
+    rows = list(csv.DictReader(io.StringIO(run_cli(*args, "-f", "csv", "-k", "2", env=workspace["env"]).stdout)))
+    assert len(rows) == 16 and list(rows[0]) == ["video", "start_s", "end_s", "rank", "label", "score"]
+    srt = run_cli(*args, "-f", "srt", env=workspace["env"]).stdout
+    cues = re.findall(r"(\d+)\n(\d\d):(\d\d):(\d\d),(\d{3}) --> (\d\d):(\d\d):(\d\d),(\d{3})\n(\S+) \(([\d.]+)\)\n\n", srt)
+    assert [int(c[0]) for c in cues] == list(range(1, 9))
+    seconds = [(int(c[2]) * 60 + int(c[3]) + int(c[4]) / 1000, int(c[6]) * 60 + int(c[7]) + int(c[8]) / 1000) for c in cues]
+    assert seconds[0][0] == 0 and seconds[-1][1] == pytest.approx(9.0)
+    assert all(start < end for start, end in seconds)
+    assert [c[9] for c in cues] == [w["top"] for w in windows]
+    smoothed = run_cli(*args, "--smooth", "3", "--min-score", "0.99", "-f", "json", env=workspace["env"])
+    assert len(json.loads(smoothed.stdout)[0]["segments"]) < 8  # weak windows dropped
+
+
+def test_predict_from_a_local_http_stream_matches_the_file(workspace: dict, two_part_video: Path) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(two_part_video.parent))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{two_part_video.name}"
+        for extra in ([], ["--window", "2"]):
+            from_url = run_cli("predict", url, "-m", str(workspace["model"]), "-f", "jsonl", *extra, env=workspace["env"])
+            from_file = run_cli("predict", str(two_part_video), "-m", str(workspace["model"]), "-f", "jsonl", *extra,
+                                env=workspace["env"])
+            assert from_url.returncode == 0, from_url.stderr
+            url_records = [json.loads(line) for line in from_url.stdout.splitlines()]
+            file_records = [json.loads(line) for line in from_file.stdout.splitlines()]
+            assert len(url_records) == len(file_records) >= 1
+            for a, b in zip(url_records, file_records):
+                assert a["video"] == url and a["top"] == b["top"]
+                assert [x["score"] for x in a["labels"]] == pytest.approx([x["score"] for x in b["labels"]], abs=1e-4)
+    finally:
+        server.shutdown()
+    gone = run_cli("predict", url, "-m", str(workspace["model"]), env=workspace["env"])
+    assert gone.returncode == 3 and "cannot open the stream" in gone.stderr
+
+
+def test_camera_needs_a_window_and_a_device(workspace: dict) -> None:
+    no_window = run_cli("predict", "--camera", "0", "-m", str(workspace["model"]), env=workspace["env"])
+    assert no_window.returncode == 2 and "--camera needs --window" in no_window.stderr
+    missing = run_cli("predict", "--camera", "57", "--window", "1", "-m", str(workspace["model"]), env=workspace["env"])
+    assert missing.returncode == 3 and "camera 57" in missing.stderr

@@ -304,3 +304,20 @@ def test_copy_keeps_sampling_identical(tmp_path: Path) -> None:
     twin = tmp_path / "b.avi"
     shutil.copy(video, twin)
     assert np.array_equal(sample_frames(video, 5, 32).frames, sample_frames(twin, 5, 32).frames)
+
+
+def test_multi_clip_indices_offset_within_segments() -> None:
+    # 40 frames, T=4 segments of 10: clip c takes offset (c + 0.5) / 2 of each segment.
+    assert sample_indices(40, 4, clips=2).tolist() == [2, 12, 22, 32, 7, 17, 27, 37]
+    assert sample_indices(40, 4, clips=1).tolist() == sample_indices(40, 4).tolist()
+    with pytest.raises(ValueError, match="uniform"):
+        sample_indices(40, 4, "random", clips=2)
+
+
+def test_multi_clip_sampling_decodes_each_clip_exactly(tmp_path: Path) -> None:
+    video = write_indexed_video(tmp_path / "multi.avi", 60)
+    clip = sample_frames(video, 5, size=32, clips=3)
+    assert clip.frames.shape == (15, 32, 32, 3)
+    parts = clip.split(3)
+    assert [decoded_indices(p.frames) for p in parts] == [p.indices.tolist() for p in parts]
+    assert [p.indices.tolist() for p in parts] == [[2, 14, 26, 38, 50], [6, 18, 30, 42, 54], [10, 22, 34, 46, 58]]

@@ -31,6 +31,7 @@ class ExitCode(IntEnum):
     INPUT = 3  # an input (video, data folder, model file) cannot be used; nothing was produced
     PARTIAL = 4  # batch work: some inputs failed, results for the others were written
     INTERRUPTED = 130  # Ctrl-C
+    BROKEN_PIPE = 141  # stdout closed by the reader (128 + SIGPIPE, as shells report it)
 
 
 app = typer.Typer(
@@ -72,6 +73,7 @@ def main(
         # FFmpeg prints codec chatter ("non-intra slice in an IDR NAL unit") straight to stderr;
         # vidclf reports what matters itself. --debug (or setting the variable) shows it.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # e.g. V4L2 warnings for a missing camera
 
 
 def stdout_console() -> Console:
@@ -97,6 +99,10 @@ def _handled() -> Iterator[None]:
     except KeyboardInterrupt:
         error_line("interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
+    except BrokenPipeError:
+        # The reader went away (`vidclf predict ... | head`): stop quietly, as `yes | head` does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(ExitCode.BROKEN_PIPE) from None
     except VidclfError as exc:
         if _state["debug"]:
             raise
@@ -233,61 +239,98 @@ def train(
     overrides = {"backbone": backbone, "motion": motion, "frames": frames, "size": size,
                  "pooling": pooling, "frozen": not finetune}
     result = run_training(options, overrides, log=lambda line: stderr.print(_escape(line), soft_wrap=True))
-    stdout_console().print(_train_table(result))
+    print_report(result.report, f"best epoch {result.best_epoch} of {len(result.history)}: "
+                                f"validation split ({result.report.count} clips)")
+    _write_curves(result)
     print(result.out)
 
 
-def _train_table(result: object) -> object:
-    from rich.table import Table
+def _write_curves(result: object) -> None:
+    """``<out>.curves.png`` beside the model, when matplotlib (the 'plot' extra) is there."""
+    from dataclasses import asdict
 
-    table = Table(title=f"best epoch {result.best_epoch} of {len(result.history)}, "
-                        f"val accuracy {result.best_val_acc:.3f}", title_justify="left")
-    table.add_column("class", min_width=24)
-    table.add_column("val accuracy", justify="right")
-    for label, accuracy in result.per_class_acc.items():
-        table.add_row(_escape(label), "-" if accuracy != accuracy else f"{accuracy:.3f}")
-    return table
+    from vidclf.plots import PlotDependencyError, training_curves
+
+    path = result.out.with_name(result.out.name + ".curves.png")
+    try:
+        training_curves([asdict(record) for record in result.history], path)
+        stderr.print(f"training curves: {_escape(str(path))}")
+    except PlotDependencyError as exc:
+        warning_line(_escape(f"no {path.name}: {exc}"))
+
+
+def print_report(report: object, title: str, console: Console | None = None) -> None:
+    """The evaluation report as tables (``eval``, and the end of ``train``); stdout by default."""
+    from vidclf.output import confusion_table, eval_summary_table, misclassified_table, per_class_table
+
+    console = console or stdout_console()
+    console.print(f"[bold]{_escape(title)}[/bold]")
+    for table in (eval_summary_table(report), per_class_table(report), confusion_table(report)):
+        console.print(table)
+    if report.misclassified:
+        console.print(misclassified_table(report))
 
 
 @command
 def predict(
-    videos: Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively) or - to read paths from stdin.",
-                                                show_default=False)],
+    videos: Annotated[Optional[list[str]], typer.Argument(
+        help="Video files, folders (searched recursively), stream URLs (http, https, rtsp) or - to read paths from stdin.",
+        show_default=False)] = None,
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file [default: the shipped default model].",
                                                   show_default=False)] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels to show per video.")] = 5,
-    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table, json, jsonl or csv [default: table on a terminal, jsonl when piped].",
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table, json, jsonl, csv, or srt with --window [default: table on a terminal, jsonl when piped].",
                                                show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
+    clips: Annotated[int, typer.Option("--clips", min=1, help="Clips sampled per video, probabilities averaged (multi-clip testing).")] = 1,
+    window: Annotated[Optional[float], typer.Option("--window", min=0.05, help="Timeline: classify windows of this many seconds.", show_default=False)] = None,
+    stride: Annotated[Optional[float], typer.Option("--stride", min=0.05, help="Seconds between window starts [default: half the window].", show_default=False)] = None,
+    smooth: Annotated[int, typer.Option("--smooth", min=1, help="Timeline: average each window's scores with the K-1 before it.")] = 1,
+    min_score: Annotated[float, typer.Option("--min-score", min=0.0, max=1.0, help="Timeline: drop windows whose top score is lower.")] = 0.0,
+    camera: Annotated[Optional[int], typer.Option("--camera", min=0, help="Read a camera (device index) instead of files; needs --window.", show_default=False)] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
-    """Rank labels for videos.
+    """Rank labels for videos, or for each window of a long video or live stream (--window).
 
     Examples:
       [bold]vidclf predict clip.mp4[/bold]
       [bold]vidclf predict clips/ --format jsonl | jq -r 'select(.top == "grow") | .video'[/bold]
       [bold]find . -name '*.mp4' | vidclf predict - --format csv -o results.csv[/bold]
+      [bold]vidclf predict long.mp4 --window 2 --format srt -o long.srt[/bold]
+      [bold]vidclf predict rtsp://cam/stream --window 2 -f jsonl | jq -r 'select(.top == "fall") | .start_s'[/bold]
     """
-    from vidclf.output import WRITERS, get_writer
+    from vidclf.output import TIMELINE_WRITERS, WRITERS, get_writer
     from vidclf.predict import DEFAULT_MODEL, Predictor, expand_inputs
     from vidclf.train import resolve_device
+    from vidclf.video import source_name
 
-    stream = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
-    fmt = fmt or ("table" if stream.isatty() else "jsonl")
-    if fmt not in WRITERS:
-        raise UserFacingError(f"--format {fmt}: use one of {', '.join(WRITERS)}", ExitCode.USAGE)
+    if camera is not None and window is None:
+        raise UserFacingError("--camera needs --window SECONDS (a camera never ends)", ExitCode.USAGE)
+    if not videos and camera is None:
+        raise UserFacingError("give videos, folders, URLs, - (stdin) or --camera N", ExitCode.USAGE)
+    writers = TIMELINE_WRITERS if window else WRITERS
+    if fmt is not None and fmt not in writers:
+        raise UserFacingError(f"--format {fmt}: use one of {', '.join(writers)}"
+                              + ("" if window else " (srt needs --window)"), ExitCode.USAGE)
     predictor = Predictor(model or DEFAULT_MODEL, resolve_device(device))
-    writer = get_writer(fmt, stream, top_k)
+    stream = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    writer = get_writer(fmt or ("table" if stream.isatty() else "jsonl"), stream, top_k, timeline=bool(window))
+    sources = [camera] if camera is not None else expand_inputs(videos or [])
     total = failures = 0
     try:
-        for path in expand_inputs(videos):
-            prediction = predictor.predict(path)
+        for source in sources:
+            name = source_name(source)
+            if window:
+                prediction = predictor.timeline(source, window, stride or window / 2, smooth, min_score,
+                                                on_segment=lambda segment: writer.write_segment(name, segment))
+            else:
+                prediction = predictor.predict(source, clips)
             total += 1
             for warning in prediction.warnings:
-                warning_line(_escape(f"{path}: {warning}"))
+                warning_line(_escape(f"{prediction.video}: {warning}"))
             if prediction.error is not None:
                 failures += 1
-                error_line(_escape(f"{path}: {prediction.error}"))
+                error_line(_escape(f"{prediction.video}: {prediction.error}"))
             writer.write(prediction)
     finally:
         writer.close()
@@ -318,3 +361,99 @@ def info(
         sys.stdout.write("\n")
     else:
         stdout_console().print(info_table(model, metadata))
+
+
+@command
+def eval(  # noqa: A001 - the command is called eval
+    data: Annotated[Path, typer.Argument(help="DATA/<label>/<video>; a test/ split is used when present.", show_default=False)],
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file [default: the shipped default model].",
+                                                  show_default=False)] = None,
+    clips: Annotated[int, typer.Option("--clips", min=1, help="Clips sampled per video, probabilities averaged.")] = 1,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="k of top-k accuracy [default: 5 or the number of classes].",
+                                                 show_default=False)] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a confusion-matrix heat map (PNG) here.")] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+) -> None:
+    """Measure a model on labelled clips: accuracy, per-class precision/recall/F1, confusions.
+
+    Examples:
+      [bold]vidclf eval ./clips --model models/mine.vidclf[/bold]
+      [bold]vidclf eval ./clips -m models/mine.vidclf --clips 3 -f json | jq .top1[/bold]
+      [bold]vidclf eval ./clips -m models/mine.vidclf --plot confusion.png[/bold]
+    """
+    from vidclf.evaluate import eval_items, evaluate_folder
+    from vidclf.predict import DEFAULT_MODEL, Predictor
+    from vidclf.train import resolve_device
+
+    if fmt not in ("table", "json"):
+        raise UserFacingError(f"--format {fmt}: use table or json", ExitCode.USAGE)
+    predictor = Predictor(model or DEFAULT_MODEL, resolve_device(device))
+    items, part = eval_items(data)
+    stderr.print(f"evaluating {len(items)} clips ({part}) with {_escape(predictor.loaded.name)}"
+                 + (f", {clips} clips per video" if clips > 1 else ""))
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(items), unit="video", disable=not sys.stderr.isatty(), leave=False)
+
+    def progress(item: object, error: str | None) -> None:
+        bar.update(1)
+        if error:
+            error_line(_escape(error))
+
+    report, failures = evaluate_folder(predictor, items, clips, top_k, progress)
+    bar.close()
+    title = f"{data} ({part}, {report.count} clips)"
+    for entry in report.unknown:
+        warning_line(_escape(f"{entry['video']}: label {entry['label']!r} is not one of the model's labels; not scored"))
+    if fmt == "json":
+        text = json.dumps({**report.to_dict(), "model": str(predictor.loaded.path), "data": str(data),
+                           "clips": clips, "failed": failures}, indent=2, ensure_ascii=False)
+        if output:
+            output.write_text(text + "\n", encoding="utf-8")
+        else:
+            print(text)
+    elif output:
+        with output.open("w", encoding="utf-8") as handle:
+            print_report(report, title, Console(file=handle, width=200, highlight=False))
+    else:
+        print_report(report, title)
+    if plot:
+        from vidclf.plots import confusion_plot
+
+        confusion_plot(report.labels, report.confusion, plot, title=f"{predictor.loaded.name} on {data.name}")
+        stderr.print(f"confusion plot: {_escape(str(plot))}")
+    raise typer.Exit(batch_exit_code(len(failures), len(items)))
+
+
+@command
+def frames(
+    video: Annotated[Path, typer.Argument(help="A video file.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("frames.png"),
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Take T and size from this model [default: the shipped default model].",
+                                                  show_default=False)] = None,
+    num_frames: Annotated[Optional[int], typer.Option("--frames", min=1, help="T, overriding the model's.", show_default=False)] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Frame size, overriding the model's.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing PNG.")] = False,
+) -> None:
+    """Contact sheet of exactly the frames a model sees (after resize and crop), with frame
+    index and timestamp under each.
+
+    Example: [bold]vidclf frames clip.mp4 --out sheet.png[/bold]
+    """
+    from vidclf.modelfile import read_metadata
+    from vidclf.plots import contact_sheet
+    from vidclf.predict import DEFAULT_MODEL
+    from vidclf.video import sample_frames
+
+    if out.exists() and not force:
+        raise UserFacingError(f"{out}: already exists; pass --force to overwrite it")
+    config = read_metadata(model or DEFAULT_MODEL)["config"]
+    clip = sample_frames(video, num_frames or config["frames"], size or config["size"], "uniform")
+    for warning in clip.warnings:
+        warning_line(_escape(f"{video}: {warning}"))
+    timestamps = clip.timestamps_s
+    contact_sheet(clip.frames, clip.indices.tolist(), None if timestamps is None else timestamps.tolist(), out,
+                  title=f"{video.name}: {len(clip.indices)} frames, {clip.frames.shape[1]} px")
+    print(out)

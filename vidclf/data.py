@@ -139,7 +139,7 @@ def stratified_split(items: Sequence[LabelledVideo], val_fraction: float, seed: 
 def clip_inputs(clip: Clip, spec: SamplingSpec) -> ClipInputs:
     frames = clip.frames
     length = spec.frames
-    if clip.repeated:  # keep each real frame once and pad, rather than feed repeats
+    if len(np.unique(clip.indices)) < len(clip.indices):  # keep each real frame once and pad
         _, first = np.unique(clip.indices, return_index=True)
         real = frames[np.sort(first)]
         length = len(real)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,11 +13,24 @@ import torch
 
 from vidclf.data import SamplingSpec, clip_inputs
 from vidclf.modelfile import LoadedModel, load_model
-from vidclf.video import VideoError, find_videos, sample_frames
+from vidclf.video import Clip, Source, VideoError, find_videos, is_stream_url, iter_windows, sample_frames, source_name
 
 # Where the shipped default model lives: inside the package (a wheel installs it), which in a
 # clone is a link to models/default.vidclf.
 DEFAULT_MODEL = Path(__file__).parent / "default.vidclf"
+
+
+@dataclass
+class Segment:
+    """One window of a timeline: its time span and ranked labels."""
+
+    start_s: float
+    end_s: float
+    labels: list[tuple[str, float]]
+
+    def to_dict(self, top_k: int | None = None) -> dict[str, object]:
+        return {"start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3), "top": self.labels[0][0],
+                "labels": [{"label": label, "score": round(score, 6)} for label, score in self.labels[:top_k]]}
 
 
 @dataclass
@@ -30,6 +44,7 @@ class Prediction:
     model: str = ""
     warnings: tuple[str, ...] = ()
     error: str | None = None
+    segments: list[Segment] | None = None  # set by timeline prediction (--window)
 
     @property
     def top(self) -> str | None:
@@ -39,16 +54,24 @@ class Prediction:
         if self.error is not None:
             return {"video": self.video, "error": self.error}
         ranked = self.labels[:top_k] if top_k else self.labels
-        return {"video": self.video, "top": self.top,
-                "labels": [{"label": label, "score": round(score, 6)} for label, score in ranked],
-                "frames_used": self.frames_used, "duration_s": self.duration_s, "model": self.model}
+        record: dict[str, object] = {
+            "video": self.video, "top": self.top,
+            "labels": [{"label": label, "score": round(score, 6)} for label, score in ranked],
+            "frames_used": self.frames_used, "duration_s": self.duration_s, "model": self.model}
+        if self.segments is not None:
+            record["segments"] = [segment.to_dict(top_k) for segment in self.segments]
+        return record
 
 
-def expand_inputs(inputs: Iterable[str], stdin: Iterable[str] = sys.stdin) -> Iterator[Path]:
-    """Files as given, folders searched recursively for videos, ``-`` = one path per stdin line."""
+def expand_inputs(inputs: Iterable[str], stdin: Iterable[str] = sys.stdin) -> Iterator[Path | str]:
+    """Files as given, folders searched recursively for videos, stream URLs as they are,
+    ``-`` = one path per stdin line."""
     for item in inputs:
         if item == "-":
             yield from (Path(line.rstrip("\n")) for line in stdin if line.strip())
+            continue
+        if is_stream_url(item):
+            yield item
             continue
         path = Path(item)
         if path.is_dir():
@@ -67,26 +90,77 @@ class Predictor:
         self.labels = list(config.labels)
         self.spec = SamplingSpec(config.frames, config.size, config.flow_size if config.uses_flow else None)
 
-    def scores(self, path: Path) -> tuple[np.ndarray, int, float | None, tuple[str, ...]]:
-        """Class probabilities (summing to 1) for one video, plus frames used and duration."""
-        clip = sample_frames(path, self.spec.frames, self.spec.size, "uniform")
-        inputs = clip_inputs(clip, self.spec)
-        model = self.loaded.model
-        to_batch = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))[None].to(self.device)  # noqa: E731
-        flow = to_batch(inputs.flow.astype(np.float32) if inputs.flow is not None else None)
-        rgb = to_batch(inputs.rgb) if model.backbone is not None else None
-        with torch.inference_mode():
-            logits = model(torch.tensor([inputs.length]), rgb=rgb, flow=flow)
-        probabilities = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
-        return probabilities, inputs.length, clip.duration_s, clip.warnings
+    def scores(self, path: Source, clips: int = 1) -> tuple[np.ndarray, int, float | None, tuple[str, ...]]:
+        """Class probabilities (summing to 1) for one video, plus frames used and duration.
 
-    def predict(self, path: Path) -> Prediction:
+        With ``clips`` > 1, that many clips are sampled (see ``sample_indices``) and their
+        probabilities averaged: multi-clip testing.
+        """
+        sample = sample_frames(path, self.spec.frames, self.spec.size, "uniform", clips=clips)
+        parts = sample.split(clips)
+        probabilities = self.probabilities(parts).mean(axis=0)
+        return probabilities, max(len(np.unique(p.indices)) for p in parts), sample.duration_s, sample.warnings
+
+    def probabilities(self, clips: Sequence[Clip]) -> np.ndarray:
+        """Class probabilities ``(len(clips), C)`` for sampled clips, in one batch."""
+        inputs = [clip_inputs(clip, self.spec) for clip in clips]
+        model = self.loaded.model
+        lengths = torch.tensor([i.length for i in inputs])
+        rgb = flow = None
+        if model.backbone is not None:
+            rgb = torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device)
+        if self.spec.flow_size is not None:
+            flow = torch.from_numpy(np.stack([i.flow for i in inputs]).astype(np.float32)).to(self.device)
+        with torch.inference_mode():
+            logits = model(lengths, rgb=rgb, flow=flow)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def ranked(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
+        order = np.argsort(-probabilities, kind="stable")
+        return [(self.labels[i], float(probabilities[i])) for i in order]
+
+    def timeline(self, source: Source, window_s: float, stride_s: float, smooth: int = 1,
+                 min_score: float = 0.0, on_segment: Callable[[Segment], None] = lambda segment: None
+                 ) -> Prediction:
+        """Classify a long video or a live stream window by window, in one decoding pass.
+
+        Each window's segment goes to ``on_segment`` as soon as the window completes (live
+        output); with ``smooth`` K a segment's scores are the mean of its window and the K-1
+        before it. Segments whose top score is below ``min_score`` are dropped. The video-level
+        ranking is the mean over all windows.
+        """
+        name = source_name(source)
+        recent: deque[np.ndarray] = deque(maxlen=max(1, smooth))
+        segments: list[Segment] = []
+        total = np.zeros(len(self.labels))
+        windows = 0
+        end_s = 0.0
         try:
-            probabilities, used, duration, warnings = self.scores(path)
+            for window in iter_windows(source, window_s, stride_s, self.spec.frames, self.spec.size):
+                probabilities = self.probabilities([window.clip])[0]
+                total += probabilities
+                windows += 1
+                end_s = window.end_s
+                recent.append(probabilities)
+                segment = Segment(window.start_s, window.end_s, self.ranked(np.mean(recent, axis=0)))
+                if segment.labels[0][1] >= min_score:
+                    segments.append(segment)
+                    on_segment(segment)
+        except KeyboardInterrupt:
+            if windows == 0:
+                raise  # nothing to report: let the CLI say 'interrupted'
+        except VideoError as exc:
+            return Prediction(video=name, model=self.loaded.name, error=exc.reason)
+        return Prediction(video=name, labels=self.ranked(total / max(1, windows)),
+                          frames_used=self.spec.frames, duration_s=round(end_s, 3), model=self.loaded.name,
+                          segments=segments)
+
+    def predict(self, path: Source, clips: int = 1) -> Prediction:
+        try:
+            probabilities, used, duration, warnings = self.scores(path, clips)
         except VideoError as exc:
             return Prediction(video=str(path), model=self.loaded.name, error=exc.reason)
-        order = np.argsort(-probabilities, kind="stable")
         return Prediction(
-            video=str(path), labels=[(self.labels[i], float(probabilities[i])) for i in order],
+            video=str(path), labels=self.ranked(probabilities),
             frames_used=used, duration_s=round(duration, 3) if duration else None,
             model=self.loaded.name, warnings=warnings)

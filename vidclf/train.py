@@ -27,6 +27,7 @@ from vidclf.data import (
     ClipInputs, DatasetError, LabelledVideo, SamplingSpec, atomic_save_npz, cache_dir,
     check_trainable, discover, init_worker, stratified_split, view_job,
 )
+from vidclf.metrics import EvalReport, evaluate_scores
 from vidclf.model import ModelConfig, VideoClassifier
 from vidclf.modelfile import ModelFileError, save_model
 
@@ -99,7 +100,7 @@ class EpochRecord:
 class TrainResult:
     best_epoch: int
     best_val_acc: float
-    per_class_acc: dict[str, float]
+    report: EvalReport  # the best model on the validation split
     history: list[EpochRecord]
     skipped: list[str]
     out: Path
@@ -255,21 +256,16 @@ def _forward(model: VideoClassifier, batch: Tensors, device: torch.device) -> Te
 
 def evaluate(model: VideoClassifier, data: Tensors, device: torch.device, batch_size: int = 64
              ) -> tuple[float, Tensor]:
-    """Mean cross-entropy and the predicted class of every row."""
+    """Mean cross-entropy and the class probabilities of every row."""
     model.eval()
-    losses, predictions = [], []
+    losses, probabilities = [], []
     with torch.inference_mode():
         for start in range(0, len(data.targets), batch_size):
             batch = data.select(torch.arange(start, min(start + batch_size, len(data.targets))))
             logits = _forward(model, batch, device)
             losses.append(nn.functional.cross_entropy(logits, batch.targets.to(device), reduction="sum").item())
-            predictions.append(logits.argmax(1).cpu())
-    return sum(losses) / max(1, len(data.targets)), torch.cat(predictions)
-
-
-def per_class_accuracy(predictions: Tensor, targets: Tensor, labels: Sequence[str]) -> dict[str, float]:
-    return {label: float((predictions[targets == i] == i).float().mean()) if (targets == i).any() else float("nan")
-            for i, label in enumerate(labels)}
+            probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
+    return sum(losses) / max(1, len(data.targets)), torch.cat(probabilities)
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -357,8 +353,8 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOpti
             batch_bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val_loss, val_pred = evaluate(model, val, device)
-        val_acc = float((val_pred == val.targets).float().mean())
+        val_loss, val_prob = evaluate(model, val, device)
+        val_acc = float((val_prob.argmax(1) == val.targets).float().mean())
         record = EpochRecord(epoch, total_loss / seen, correct / seen, val_loss, val_acc, lr,
                              time.perf_counter() - started)
         history.append(record)
@@ -417,18 +413,20 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
     val_tensors = stack_inputs(model, val_views, splits.val, splits.labels, spec, options.seed, device, log)
     best_epoch, best_state, history = fit(model, train_tensors, val_tensors, options, splits.labels, device, log)
     model.load_state_dict(best_state)
-    _, val_pred = evaluate(model, val_tensors, device)
-    per_class = per_class_accuracy(val_pred, val_tensors.targets, splits.labels)
+    _, val_prob = evaluate(model, val_tensors, device)
+    report = evaluate_scores(splits.labels, [str(splits.val[c].path) for c, _, _ in val_views],
+                             [splits.labels[t] for t in val_tensors.targets.tolist()], val_prob.numpy())
     best = history[best_epoch - 1]
     summary = {
         "data": str(options.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": options.seed, "counts": splits.counts(), "skipped": skipped, "best_epoch": best_epoch,
         "epochs_run": len(history), "best_val_acc": best.val_acc, "best_val_loss": best.val_loss,
-        "per_class_val_acc": per_class, "options": {k: str(v) for k, v in asdict(options).items()},
+        "val_mean_class_accuracy": report.mean_class_accuracy,
+        "val_per_class_recall": {label: m.recall for label, m in report.per_class.items()}, "options": {k: str(v) for k, v in asdict(options).items()},
     }
     save_model(model, options.out, summary, force=options.force)
     checkpoint_path(options.out).unlink(missing_ok=True)
-    return TrainResult(best_epoch, best.val_acc, per_class, history, skipped, options.out)
+    return TrainResult(best_epoch, best.val_acc, report, history, skipped, options.out)
 
 
 def _check_still_trainable(train_views: list, val_views: list, splits: Splits, skipped: list[str]) -> None:

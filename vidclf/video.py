@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -115,6 +117,12 @@ class Clip:
     def duration_s(self) -> float | None:
         return self.frame_count / self.fps if self.fps else None
 
+    def split(self, clips: int) -> list[Clip]:
+        """Cut a multi-clip sample (``clips × T`` frames, clip by clip) into its clips."""
+        steps = len(self.indices) // clips
+        return [Clip(self.path, self.frames[c * steps : (c + 1) * steps], self.indices[c * steps : (c + 1) * steps],
+                     self.frame_count, self.fps, self.repeated, self.warnings) for c in range(clips)]
+
     @property
     def timestamps_s(self) -> np.ndarray | None:
         return self.indices / self.fps if self.fps else None
@@ -139,6 +147,7 @@ def sample_indices(
     num_frames: int,
     mode: SampleMode = "uniform",
     rng: np.random.Generator | None = None,
+    clips: int = 1,
 ) -> np.ndarray:
     """Pick ``num_frames`` frame indices out of ``frame_count`` decoded frames.
 
@@ -146,7 +155,16 @@ def sample_indices(
     each segment (test time); ``random`` takes a random frame within each segment (training
     augmentation, reproducible through ``rng``). With fewer frames than segments, both modes
     repeat frames evenly: segment centres map onto the frames that exist, in order.
+
+    ``clips`` > 1 (uniform only) returns ``clips × num_frames`` indices, clip by clip: clip c
+    takes the frame at fraction (c + 0.5) / clips of every segment. Each clip spans the whole
+    video like a training sample does, so motion between its frames has the scale the model
+    learnt; together they cover the segments evenly (multi-clip testing).
     """
+    if clips < 1:
+        raise ValueError("clips must be at least 1")
+    if clips > 1 and mode != "uniform":
+        raise ValueError("several clips per video are for uniform (test-time) sampling")
     if frame_count < 1:
         raise ValueError("frame_count must be at least 1")
     if num_frames < 1:
@@ -159,8 +177,9 @@ def sample_indices(
         return starts + (rng.random(num_frames) * (stops - starts)).astype(np.int64)
     if mode not in ("uniform", "random"):
         raise ValueError(f"unknown sampling mode {mode!r}; use 'uniform' or 'random'")
-    centres = (bounds[:-1] + bounds[1:]) / 2
-    return np.minimum(np.floor(centres).astype(np.int64), frame_count - 1)
+    fractions = (np.arange(clips) + 0.5) / clips
+    positions = bounds[None, :-1] + fractions[:, None] * (bounds[1:] - bounds[:-1])[None, :]
+    return np.minimum(np.floor(positions).astype(np.int64), frame_count - 1).reshape(-1)
 
 
 def square_resize(frame_bgr: np.ndarray, size: int | None) -> np.ndarray:
@@ -204,8 +223,40 @@ def _check_file(path: Path) -> None:
         raise NotAVideoError(path, "file is empty (0 bytes); re-copy or re-export the video")
 
 
-def _open(path: Path) -> cv2.VideoCapture:
+Source = str | os.PathLike[str] | int  # a file, a stream URL (http, https, rtsp...) or a camera
+
+
+def is_stream_url(source: object) -> bool:
+    """True for URLs OpenCV's FFmpeg backend can open (``scheme://...``)."""
+    return isinstance(source, str) and "://" in source[:16]
+
+
+def source_name(source: Source) -> str:
+    """How a source is named in results and messages: the path, the URL, or 'camera N'."""
+    return f"camera {source}" if isinstance(source, int) else os.fspath(source)
+
+
+def as_source(source: Source) -> Path | str | int:
+    """Files become Paths; URLs stay strings (a Path would fold their '//'); cameras stay ints."""
+    if isinstance(source, int):
+        return source
+    text = os.fspath(source)
+    return text if is_stream_url(text) else Path(text)
+
+
+def _open(path: Path | str | int) -> cv2.VideoCapture:
     """Open a video with the FFmpeg backend, frames auto-rotated upright."""
+    if isinstance(path, int):
+        capture = cv2.VideoCapture(path)
+        if not capture.isOpened():
+            raise NotAVideoError(source_name(path), "cannot open the camera; check the device index and permissions")
+        return capture
+    if isinstance(path, str):
+        capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+        if not capture.isOpened():
+            raise NotAVideoError(path, "cannot open the stream (unreachable, unsupported protocol or not a video)")
+        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+        return capture
     _check_file(path)
     # FFmpeg only: the image-sequence backend would treat names like 'a%d.mp4' as patterns.
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
@@ -237,14 +288,14 @@ def _fps(capture: cv2.VideoCapture) -> float | None:
     return float(fps) if math.isfinite(fps) and 0 < fps < 10_000 else None
 
 
-def _no_frames(path: Path) -> NoFramesDecodedError:
+def _no_frames(path: Path | str | int) -> NoFramesDecodedError:
     return NoFramesDecodedError(path, "opened but decoded 0 frames — codec may be unsupported "
                                       "(re-encode it, e.g. to H.264)")
 
 
-def probe(path: str | os.PathLike[str]) -> VideoInfo:
+def probe(path: Source) -> VideoInfo:
     """Read a video's metadata, counting the frames that really decode (grab-only pass)."""
-    path = Path(path)
+    path = as_source(path)
     capture = _open(path)
     try:
         header = _header_frame_count(capture)
@@ -285,20 +336,22 @@ def _decode_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, size: int | No
 
 
 def sample_frames(
-    path: str | os.PathLike[str],
+    path: Source,
     num_frames: int,
     size: int | None = 112,
     mode: SampleMode = "uniform",
     rng: np.random.Generator | None = None,
     frame_count: int | None = None,
+    clips: int = 1,
 ) -> Clip:
     """Sample ``num_frames`` RGB frames from a video (see ``sample_indices`` for the scheme).
 
     ``frame_count`` is a known decodable count (from ``probe``); without it the header's count
     is tried first and, when decoding proves the header wrong, the video is decoded again with
-    the true count — so indices always refer to frames that exist.
+    the true count — so indices always refer to frames that exist. With ``clips`` > 1 the
+    result holds ``clips × num_frames`` frames (see ``sample_indices``; ``Clip.split``).
     """
-    path = Path(path)
+    path = as_source(path)
     warnings: list[str] = []
     capture = _open(path)
     try:
@@ -306,7 +359,7 @@ def sample_frames(
         header = _header_frame_count(capture)
         guess = frame_count or header
         if guess > 0:
-            chosen = sample_indices(guess, num_frames, mode, rng)
+            chosen = sample_indices(guess, num_frames, mode, rng, clips)
             frames, decoded = _decode_chosen(capture, chosen, size)
             if len(frames) == len(set(chosen.tolist())):
                 # All chosen frames decoded; make sure no frames lie beyond the guess.
@@ -325,7 +378,7 @@ def sample_frames(
         warnings.append(f"decoded only {decoded} of the {header} frames the header claims "
                         "(file may be truncated); sampled from the frames that decode")
     # Second pass with the true count: rare, only when the header lied.
-    chosen = sample_indices(decoded, num_frames, mode, rng)
+    chosen = sample_indices(decoded, num_frames, mode, rng, clips)
     capture = _open(path)
     try:
         frames, _ = _decode_chosen(capture, chosen, size)
@@ -344,7 +397,7 @@ def _count_rest(capture: cv2.VideoCapture) -> int:
     return count
 
 
-def _assemble(path: Path, frames: dict[int, np.ndarray], chosen: np.ndarray, decoded: int,
+def _assemble(path: Path | str | int, frames: dict[int, np.ndarray], chosen: np.ndarray, decoded: int,
               fps: float | None, num_frames: int, warnings: list[str]) -> Clip:
     repeated = decoded < num_frames
     if repeated:
@@ -353,3 +406,59 @@ def _assemble(path: Path, frames: dict[int, np.ndarray], chosen: np.ndarray, dec
     stack = np.stack([frames[int(i)] for i in chosen])
     return Clip(path=str(path), frames=stack, indices=chosen, frame_count=decoded, fps=fps,
                 repeated=repeated, warnings=tuple(warnings))
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of a long video or stream: T frames sampled from [start_s, end_s)."""
+
+    start_s: float
+    end_s: float
+    clip: Clip
+
+
+def iter_windows(source: Source, window_s: float, stride_s: float, num_frames: int,
+                 size: int | None, default_fps: float = 25.0) -> Iterator[Window]:
+    """Slide a window over a video in one decoding pass, yielding each window as it completes.
+
+    Window k covers frames [k·stride, k·stride + window); each is sampled to T frames like a
+    whole clip (segment centres). The last window is aligned to the end so no tail is dropped;
+    a video shorter than one window gives one window over all of it. Memory holds one window's
+    worth of resized frames, whatever the video's length — files, URLs and cameras alike.
+    """
+    source = as_source(source)
+    capture = _open(source)
+    try:
+        fps = _fps(capture) or default_fps
+        span = max(1, round(window_s * fps))
+        step = max(1, round(stride_s * fps))
+        offsets = sample_indices(span, num_frames)
+        recent: deque[np.ndarray] = deque(maxlen=span)  # frames index-span+1 .. index
+        index = next_start = covered = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                break
+            recent.append(square_resize(frame, size))
+            index += 1
+            while next_start + span <= index:
+                yield _window(source, recent, index, next_start, next_start + span, next_start + offsets, fps)
+                covered, next_start = next_start + span, next_start + step
+    finally:
+        capture.release()
+    if index == 0:
+        raise _no_frames(source)
+    if index < span:  # shorter than one window: one window over everything
+        yield _window(source, recent, index, 0, index, sample_indices(index, num_frames), fps)
+    elif covered < index:  # the tail after the last full stride
+        yield _window(source, recent, index, index - span, index, index - span + offsets, fps)
+
+
+def _window(source: Path | str | int, recent: deque[np.ndarray], decoded: int, start: int, end: int,
+            chosen: np.ndarray, fps: float) -> Window:
+    """Frames ``chosen`` (decoded-frame indices) out of the ``recent`` buffer, as a Window."""
+    first = decoded - len(recent)  # decoded-frame index of recent[0]
+    frames = np.stack([recent[int(i) - first] for i in chosen])
+    clip = Clip(path=str(source), frames=frames, indices=chosen, frame_count=end - start, fps=fps,
+                repeated=len(np.unique(chosen)) < len(chosen))
+    return Window(start_s=start / fps, end_s=end / fps, clip=clip)

@@ -1,0 +1,55 @@
+"""Frame-encoder speed: milliseconds per 16-frame clip, with and without channels_last.
+
+Usage: python benchmarks/encoder_speed.py [--repeats 15]
+Runs each encoder (eval mode, torch.inference_mode) on a batch of 4 clips × 16 frames and
+prints the median time per clip; also the DIS optical-flow cost per clip. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from vidclf.model import ModelConfig, VideoClassifier
+from vidclf.motion import clip_flow
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch of 4 clips × 16 frames")
+    print("| encoder | size | layout | ms per clip |")
+    print("|---|---:|---|---:|")
+    clips = 4
+    for backbone, size in (("small", 112), ("lite0", 112), ("lite0", 160)):
+        model = VideoClassifier(ModelConfig(labels=["a", "b"], backbone=backbone, size=size), pretrained=False).eval()
+        rgb = torch.randint(0, 256, (clips, 16, size, size, 3), dtype=torch.uint8)
+        for layout in ("channels_last", "contiguous"):
+            def run() -> None:
+                with torch.inference_mode():
+                    x = rgb.flatten(0, 1).permute(0, 3, 1, 2).float().div_(255)
+                    x = x.contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+                    model.backbone(x)
+            print(f"| {backbone} | {size} | {layout} | {median_ms(run, args.repeats) / clips:.1f} |", flush=True)
+    frames = np.random.default_rng(0).integers(0, 256, (16, 112, 112, 3), dtype=np.uint8)
+    print(f"\nDIS optical flow, 16 frames at 112 px → 32×32 maps: "
+          f"{median_ms(lambda: clip_flow(frames, 32), args.repeats):.1f} ms per clip")
+
+
+if __name__ == "__main__":
+    main()
