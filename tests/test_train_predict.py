@@ -134,6 +134,8 @@ def test_refusals_are_one_clear_line(workspace: dict, tmp_path: Path) -> None:
     refused = run_cli("train", str(one_class), "--out", str(tmp_path / "m.vidclf"), env=env)
     assert refused.returncode == 3 and "at least 2 label folders" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+    bad_option = run_cli("train", str(one_class), "--backbone", "resnet", "--out", str(tmp_path / "m.vidclf"), env=env)
+    assert bad_option.returncode == 2 and "backbone must be one of lite0, small, none" in bad_option.stderr
     missing = run_cli("predict", "x.mp4", "--model", str(tmp_path / "none.vidclf"), env=env)
     assert missing.returncode == 3 and "no such model file" in missing.stderr
 
@@ -340,3 +342,17 @@ def test_camera_needs_a_window_and_a_device(workspace: dict) -> None:
     assert no_window.returncode == 2 and "--camera needs --window" in no_window.stderr
     missing = run_cli("predict", "--camera", "57", "--window", "1", "-m", str(workspace["model"]), env=workspace["env"])
     assert missing.returncode == 3 and "camera 57" in missing.stderr
+
+
+def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict, two_part_video: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vidclf", "predict", str(two_part_video), "-m", str(workspace["model"]),
+         "--window", "0.2", "--stride", "0.1", "-f", "jsonl"],
+        env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    rest, errors = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in errors
+    lines = [first, *rest.splitlines()]
+    assert 1 <= len(lines) < 88  # stopped early: 88 windows in the whole video
+    assert all(json.loads(line)["video"] == str(two_part_video) for line in lines)

@@ -238,6 +238,12 @@ def train(
                            class_weights=class_weights, hflip=hflip, force=force, resume=resume)
     overrides = {"backbone": backbone, "motion": motion, "frames": frames, "size": size,
                  "pooling": pooling, "frozen": not finetune}
+    from vidclf.model import ModelConfig
+
+    try:  # check the model options before any decoding starts
+        ModelConfig(labels=["a", "b"], **overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise UserFacingError(f"invalid option: {exc}", ExitCode.USAGE) from None
     result = run_training(options, overrides, log=lambda line: stderr.print(_escape(line), soft_wrap=True))
     print_report(result.report, f"best epoch {result.best_epoch} of {len(result.history)}: "
                                 f"validation split ({result.report.count} clips)")

@@ -125,7 +125,7 @@ class Predictor:
         """Classify a long video or a live stream window by window, in one decoding pass.
 
         Each window's segment goes to ``on_segment`` as soon as the window completes (live
-        output); with ``smooth`` K a segment's scores are the mean of its window and the K-1
+        output; Ctrl-C stops after the last completed window); with ``smooth`` K a segment's scores are the mean of its window and the K-1
         before it. Segments whose top score is below ``min_score`` are dropped. The video-level
         ranking is the mean over all windows.
         """
@@ -146,9 +146,6 @@ class Predictor:
                 if segment.labels[0][1] >= min_score:
                     segments.append(segment)
                     on_segment(segment)
-        except KeyboardInterrupt:
-            if windows == 0:
-                raise  # nothing to report: let the CLI say 'interrupted'
         except VideoError as exc:
             return Prediction(video=name, model=self.loaded.name, error=exc.reason)
         return Prediction(video=name, labels=self.ranked(total / max(1, windows)),
