@@ -356,3 +356,16 @@ def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict, two_par
     lines = [first, *rest.splitlines()]
     assert 1 <= len(lines) < 88  # stopped early: 88 windows in the whole video
     assert all(json.loads(line)["video"] == str(two_part_video) for line in lines)
+
+
+def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    data = tmp_path / "data"
+    make_samples(data, clips_per_class=3, seed=4, classes=("grow", "shrink"))
+    out = tmp_path / "mean.vidclf"
+    result = run_cli("train", str(data), "--out", str(out), "--backbone", "none", "--temporal", "mean",
+                     "--epochs", "1", "--workers", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+    assert meta["config"]["temporal"] == "mean"
+    assert not any(k.startswith("lstm.") for k in __import__("torch").load(out, weights_only=True)["state_dict"])

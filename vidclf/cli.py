@@ -208,6 +208,7 @@ def train(
     frames: Annotated[int, typer.Option("--frames", min=2, help="Frames sampled per clip (T).")] = 16,
     size: Annotated[int, typer.Option(min=32, help="Frame size in pixels (square, centre crop).")] = 112,
     pooling: Annotated[str, typer.Option(help="Spatial pooling of frame features: global or grid (2x2).")] = "global",
+    temporal: Annotated[str, typer.Option(help="lstm, or mean: an order-blind baseline that averages over time.")] = "lstm",
     finetune: Annotated[bool, typer.Option("--finetune/--freeze-backbone",
                                            help="Train the pretrained backbone end to end, or keep it frozen (features cached).")] = False,
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 60,
@@ -237,7 +238,7 @@ def train(
                            workers=workers, device=device, val_split=val_split, patience=patience,
                            class_weights=class_weights, hflip=hflip, force=force, resume=resume)
     overrides = {"backbone": backbone, "motion": motion, "frames": frames, "size": size,
-                 "pooling": pooling, "frozen": not finetune}
+                 "pooling": pooling, "temporal": temporal, "frozen": not finetune}
     from vidclf.model import ModelConfig
 
     try:  # check the model options before any decoding starts

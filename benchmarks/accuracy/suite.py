@@ -1,0 +1,99 @@
+"""The accuracy suite: build each task's data, train with `vidclf train`, test with `vidclf eval`.
+
+Usage: benchmarks/accuracy/run (runs this file with the repo's .venv python)
+       benchmarks/accuracy/run [--quick] [--tasks synthetic-motion,camera-motion,arrow-of-time]
+                               [--configs default,order-blind,...] [--seeds 0] [--corpus DIR]
+
+Prints one table row per (task, config, seed): test top-1, mean class accuracy, training wall
+time, predict time per clip (and, for synthetic-motion, the reversed-clip → partner rate).
+`--quick` shrinks the data and epochs so the whole run takes a few minutes; it asserts nothing.
+Real-footage tasks need ../shared/videos and are skipped (with a line saying so) without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tasks  # noqa: E402
+
+# Named training configurations (extra `vidclf train` options on top of the defaults).
+CONFIGS: dict[str, str] = {
+    "default": "",
+    "order-blind": "--temporal mean",
+    "small+flow": "--backbone small",
+    "flow-only": "--backbone none",
+    "lite0-only": "--motion none",
+}
+TASKS = ("synthetic-motion", "camera-motion", "arrow-of-time")
+
+
+def vidclf(args: list[str], env: dict[str, str]) -> str:
+    result = subprocess.run([sys.executable, "-m", "vidclf", *args], capture_output=True, text=True, env=env)
+    if result.returncode not in (0, 4):
+        raise SystemExit(f"vidclf {shlex.join(args)} failed:\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def evaluate(model: Path, data: Path, env: dict[str, str]) -> tuple[dict, float]:
+    start = time.perf_counter()
+    report = json.loads(vidclf(["eval", str(data), "-m", str(model), "-f", "json"], env))
+    return report, (time.perf_counter() - start) / max(1, report["count"])
+
+
+def build(task: str, root: Path, corpus: Path, scale: tasks.Scale, seed: int) -> dict[str, Path] | None:
+    if task == "synthetic-motion":
+        return tasks.synthetic_motion(root, scale, seed)
+    if not (corpus / "manifest.json").is_file():
+        print(f"| {task} | skipped: no corpus at {corpus} | | | | | |", flush=True)
+        return None
+    builder = tasks.camera_motion if task == "camera-motion" else tasks.arrow_of_time
+    return builder(root, corpus, scale, seed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data, few epochs: minutes, for CI")
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--configs", default="default,order-blind")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "videos")
+    parser.add_argument("--train-args", default="", help="extra options for every vidclf train")
+    args = parser.parse_args()
+    scale = tasks.QUICK if args.quick else tasks.FULL
+    extra = "--epochs 15 " if args.quick else ""
+    print(f"accuracy suite ({'quick' if args.quick else 'full'}), {os.cpu_count()} CPU threads")
+    print("| task | config | seed | top-1 | mean class acc | reversed → partner | train s | predict s/clip |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|", flush=True)
+    for task in args.tasks.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            with tempfile.TemporaryDirectory() as tmp:
+                root = Path(tmp)
+                env = {**os.environ, "VIDCLF_CACHE_DIR": str(root / "cache")}
+                sets = build(task, root / "data", args.corpus, scale, seed)
+                if sets is None:
+                    break
+                for config in args.configs.split(","):
+                    model = root / f"{config}.vidclf"
+                    start = time.perf_counter()
+                    vidclf(["train", str(sets["data"]), "--out", str(model), "--seed", str(seed),
+                            *shlex.split(extra + CONFIGS[config] + " " + args.train_args)], env)
+                    train_s = time.perf_counter() - start
+                    report, per_clip = evaluate(model, sets["data"], env)
+                    partner = "-"
+                    if "reversed" in sets:
+                        partner = f"{evaluate(model, sets['reversed'], env)[0]['top1']:.3f}"
+                    print(f"| {task} | {config} | {seed} | {report['top1']:.3f} | {report['mean_class_accuracy']:.3f} | "
+                          f"{partner} | {train_s:.0f} | {per_clip:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Deterministic datasets for the accuracy suite, each laid out DATA/{train,val,test}/<label>/.
+
+Real-footage tasks draw on ../shared/videos (test material, never shipped) and split by
+source video, never by clip, so no test clip shares footage with a training clip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # real footage makes FFmpeg chatty on stderr
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vidclf.samples import PARTNER, make_samples, reverse_clip, write_clip
+
+CAMERA_CLASSES = ("pan_left", "pan_right", "pan_up", "pan_down", "zoom_in", "zoom_out", "static")
+ARROW_CLASSES = ("forward", "reversed")
+CLIP_SIZE = 128  # side of the square clips the real-footage tasks write
+CLIP_FPS = 15.0
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a task's data is: ``quick`` for CI-sized runs, ``full`` for the real table."""
+
+    train_per_class: int
+    test_per_class: int
+    clip_frames: int
+
+
+FULL = Scale(train_per_class=40, test_per_class=15, clip_frames=24)
+QUICK = Scale(train_per_class=10, test_per_class=5, clip_frames=20)
+
+
+def synthetic_motion(root: Path, scale: Scale, seed: int) -> dict[str, Path]:
+    """8 motion classes from the sample generator; test clips from another seed, plus a
+    ``reversed`` set whose folders name the partner class (its accuracy = partner rate)."""
+    make_samples(root / "train", scale.train_per_class, seed=seed * 10 + 1)
+    make_samples(root / "test", scale.test_per_class, seed=seed * 10 + 2)
+    for clip in sorted((root / "test").glob("*/*")):
+        target = root / "reversed" / PARTNER[clip.parent.name] / clip.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        reverse_clip(clip, target)
+    return {"data": root, "reversed": root / "reversed"}
+
+
+def corpus_videos(corpus: Path, min_frames: int, min_side: int = 120) -> list[Path]:
+    """Corpus files that decode at least ``min_frames`` frames and are at least ``min_side`` px."""
+    records = json.loads((corpus / "manifest.json").read_text())
+    return sorted(corpus / r["file"] for r in records
+                  if r["cv2_decoded_frames"] >= min_frames and min(r["width"], r["height"]) >= min_side)
+
+
+def split_of(path: Path) -> str:
+    """train / val / test by a hash of the file name: 60/20/20 and stable across runs."""
+    bucket = int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16) % 10
+    return "train" if bucket < 6 else "val" if bucket < 8 else "test"
+
+
+def read_frames(path: Path, limit: int = 150, short_side: int = 240) -> list[np.ndarray]:
+    """Up to ``limit`` BGR frames, downscaled so the shorter side is ``short_side``."""
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    frames = []
+    while len(frames) < limit:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        h, w = frame.shape[:2]
+        scale = short_side / min(h, w)
+        frames.append(cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA))
+    capture.release()
+    return frames
+
+
+def camera_clip(frames: list[np.ndarray], kind: str, rng: np.random.Generator, length: int) -> np.ndarray:
+    """A crop window moving over real frames: pans travel 25–40% of the short side, zooms
+    change the crop 1.5–1.9×. The footage keeps playing underneath (its own motion stays)."""
+    h, w = frames[0].shape[:2]
+    side = min(h, w)
+    crop = int(side * rng.uniform(0.45, 0.6))
+    travel = side * rng.uniform(0.25, 0.4)
+    zoom = rng.uniform(1.5, 1.9)
+    start = int(rng.integers(0, max(1, len(frames) - length)))
+    cx, cy = w / 2 + rng.uniform(-0.1, 0.1) * w, h / 2 + rng.uniform(-0.1, 0.1) * h
+    dx = {"pan_left": -1, "pan_right": 1}.get(kind, 0)
+    dy = {"pan_up": -1, "pan_down": 1}.get(kind, 0)
+    out = []
+    for t in range(length):
+        a = t / (length - 1)
+        # zoom in: the window shrinks from crop to crop/zoom; zoom out: the reverse.
+        size = crop * (zoom ** (-a) if kind == "zoom_in" else zoom ** (a - 1) if kind == "zoom_out" else 1.0)
+        x = cx + dx * travel * (a - 0.5)
+        y = cy + dy * travel * (a - 0.5)
+        half = size / 2
+        x = min(max(x, half), w - half)
+        y = min(max(y, half), h - half)
+        frame = frames[min(start + t, len(frames) - 1)]
+        window = frame[int(y - half) : int(y + half), int(x - half) : int(x + half)]
+        out.append(cv2.resize(window, (CLIP_SIZE, CLIP_SIZE), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
+
+
+def arrow_clip(frames: list[np.ndarray], kind: str, rng: np.random.Generator, length: int) -> np.ndarray:
+    """A window of real footage (centre square) played forward or reversed."""
+    start = int(rng.integers(0, max(1, len(frames) - length)))
+    window = frames[start : start + length]
+    h, w = window[0].shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    clip = np.stack([cv2.resize(f[top : top + side, left : left + side], (CLIP_SIZE, CLIP_SIZE),
+                                interpolation=cv2.INTER_AREA) for f in window])
+    return clip[::-1] if kind == "reversed" else clip
+
+
+def real_footage_task(root: Path, corpus: Path, scale: Scale, seed: int, classes: tuple[str, ...],
+                      make_clip: Callable[[list[np.ndarray], str, np.random.Generator, int], np.ndarray]) -> dict[str, Path]:
+    """Clips per class from every usable corpus video, foldered by the video's split."""
+    videos = corpus_videos(corpus, min_frames=scale.clip_frames + 8)
+    by_split: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
+    for video in videos:
+        by_split[split_of(video)].append(video)
+    wanted = {"train": scale.train_per_class, "val": max(2, scale.train_per_class // 4),
+              "test": scale.test_per_class}
+    # Clips per (video, class) so each class gets about the wanted count in each split.
+    per_video = {name: -(-wanted[name] // max(1, len(vids))) for name, vids in by_split.items()}
+    for split, vids in by_split.items():
+        for video in vids:
+            frames = read_frames(video)
+            rng = np.random.default_rng([seed, int(hashlib.sha256(video.name.encode()).hexdigest()[:8], 16)])
+            for kind in classes:
+                for n in range(per_video[split]):
+                    path = root / split / kind / f"{video.stem[:40]}_{n}.avi"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_clip(make_clip(frames, kind, rng, scale.clip_frames), path, CLIP_FPS)
+    return {"data": root}
+
+
+def camera_motion(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
+    return real_footage_task(root, corpus, scale, seed, CAMERA_CLASSES, camera_clip)
+
+
+def arrow_of_time(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
+    return real_footage_task(root, corpus, scale, seed, ARROW_CLASSES, arrow_clip)
+
