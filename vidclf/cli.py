@@ -77,8 +77,10 @@ def main(
 
 
 def stdout_console() -> Console:
-    """Console for results; wide when piped so tables don't fold into narrow columns."""
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    """Console for results on stdout (see ``output.result_console``)."""
+    from vidclf.output import result_console
+
+    return result_console(sys.stdout)
 
 
 def error_line(message: str) -> None:
@@ -391,6 +393,7 @@ def eval(  # noqa: A001 - the command is called eval
       [bold]vidclf eval ./clips -m models/mine.vidclf --plot confusion.png[/bold]
     """
     from vidclf.evaluate import eval_items, evaluate_folder
+    from vidclf.output import result_console
     from vidclf.predict import DEFAULT_MODEL, Predictor
     from vidclf.train import resolve_device
 
@@ -423,7 +426,7 @@ def eval(  # noqa: A001 - the command is called eval
             print(text)
     elif output:
         with output.open("w", encoding="utf-8") as handle:
-            print_report(report, title, Console(file=handle, width=200, highlight=False))
+            print_report(report, title, result_console(handle))
     else:
         print_report(report, title)
     if plot:

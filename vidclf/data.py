@@ -158,7 +158,7 @@ def compute_view(path: Path, spec: SamplingSpec, view: int, seed: int) -> tuple[
         clip = sample_frames(path, spec.frames, spec.size, "uniform")
     else:
         rng = np.random.default_rng([seed, view, int(file_digest(path)[:12], 16)])
-        clip = sample_frames(path, spec.frames, spec.size, "random", rng, frame_count=None)
+        clip = sample_frames(path, spec.frames, spec.size, "random", rng)
     return clip_inputs(clip, spec), clip.warnings
 
 

@@ -239,8 +239,7 @@ class VideoClassifier(nn.Module):
     def _summarise(self, features: Tensor, lengths: Tensor) -> Tensor:
         lengths = lengths.to("cpu", torch.int64)
         if self.config.temporal == "mean":
-            mask = (torch.arange(features.shape[1])[None, :] < lengths[:, None]).to(features)
-            mask = mask.to(features.device).unsqueeze(2)
+            mask = (torch.arange(features.shape[1])[None, :] < lengths[:, None]).to(features).unsqueeze(2)
             return (features * mask).sum(1) / mask.sum(1)
         packed = pack_padded_sequence(features, lengths, batch_first=True, enforce_sorted=False)
         _, (hidden, _) = self.lstm(packed)

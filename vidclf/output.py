@@ -28,6 +28,11 @@ _PROBE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+def result_console(stream: TextIO) -> Console:
+    """Console for results; wide when not a terminal so tables don't fold into narrow columns."""
+    return Console(file=stream, highlight=False, width=None if stream.isatty() else 200)
+
+
 def _cell(value: object) -> str:
     if value is None:
         return "-"
@@ -127,8 +132,7 @@ class TableWriter(PredictionWriter):
                 continue
             ranked = ", ".join(f"{escape(label)} {score:.2f}" for label, score in p.labels[: self.top_k])
             table.add_row(escape(p.video), escape(p.top or ""), f"{p.labels[0][1]:.3f}", ranked)
-        width = None if self.stream.isatty() else 200
-        Console(file=self.stream, highlight=False, width=width).print(table)
+        result_console(self.stream).print(table)
         super().close()
 
 
@@ -202,7 +206,7 @@ class TimelineTableWriter(TableWriter):
     """Per video: one row per window (start, end, top label, score, top-k)."""
 
     def close(self) -> None:
-        console = Console(file=self.stream, highlight=False, width=None if self.stream.isatty() else 200)
+        console = result_console(self.stream)
         for p in self.predictions:
             if p.error is not None:
                 console.print(f"{escape(p.video)}: [red]error[/red] {escape(p.error)}")

@@ -8,6 +8,7 @@ Stages, each a small function: ``plan_splits`` (find, split, count) → ``prepar
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import os
 import sys
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from vidclf.data import (
     ClipInputs, DatasetError, LabelledVideo, SamplingSpec, atomic_save_npz, cache_dir,
-    check_trainable, discover, init_worker, stratified_split, view_job,
+    check_trainable, discover, file_digest, init_worker, stratified_split, view_cache_path, view_job,
 )
 from vidclf.metrics import EvalReport, evaluate_scores
 from vidclf.model import ModelConfig, VideoClassifier
@@ -137,16 +138,15 @@ def prepare_views(items: Sequence[LabelledVideo], spec: SamplingSpec, views: int
     and one line per clip that failed to decode — the rest still go through."""
     jobs = [(item.path, spec, view, seed) for item in items for view in range(views)]
     keys = [(i, v) for i in range(len(items)) for v in range(views)]
-    bar = tqdm(total=len(jobs), desc=desc, unit="view", disable=not sys.stderr.isatty(), leave=False)
+    bar = functools.partial(tqdm, total=len(jobs), desc=desc, unit="view", disable=not sys.stderr.isatty(), leave=False)
     if workers > 1 and len(jobs) > 1:
         import multiprocessing
 
         # spawn, not fork: forking a process that has started torch threads can deadlock.
         with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
-            results = list(_tick(pool.imap(view_job, jobs, chunksize=2), bar))
+            results = list(bar(pool.imap(view_job, jobs, chunksize=2)))
     else:
-        results = list(_tick(map(view_job, jobs), bar))
-    bar.close()
+        results = list(bar(map(view_job, jobs)))
     out, failures, warned = [], {}, set()
     for (clip, view), (inputs, warnings, error) in zip(keys, results):
         if error is not None:
@@ -160,15 +160,7 @@ def prepare_views(items: Sequence[LabelledVideo], spec: SamplingSpec, views: int
     return [t for t in out if t[0] not in failures], [failures[c] for c in sorted(failures)]
 
 
-def _tick(iterable, bar: tqdm):  # type: ignore[no-untyped-def]
-    for item in iterable:
-        bar.update(1)
-        yield item
-
-
 def _feature_cache_path(config: ModelConfig, spec: SamplingSpec, item: LabelledVideo, view: int, seed: int) -> Path:
-    from vidclf.data import file_digest, view_cache_path
-
     base = view_cache_path(file_digest(item.path), spec, view, seed)
     key = f"{base.stem}-{config.backbone}-{config.pooling}-{_backbone_sha(config)}"
     return cache_dir() / "features" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
@@ -422,7 +414,8 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
         "seed": options.seed, "counts": splits.counts(), "skipped": skipped, "best_epoch": best_epoch,
         "epochs_run": len(history), "best_val_acc": best.val_acc, "best_val_loss": best.val_loss,
         "val_mean_class_accuracy": report.mean_class_accuracy,
-        "val_per_class_recall": {label: m.recall for label, m in report.per_class.items()}, "options": {k: str(v) for k, v in asdict(options).items()},
+        "val_per_class_recall": {label: m.recall for label, m in report.per_class.items()},
+        "options": {k: str(v) for k, v in asdict(options).items()},
     }
     save_model(model, options.out, summary, force=options.force)
     checkpoint_path(options.out).unlink(missing_ok=True)
