@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from indexed import write_indexed_video
 
 from vidclf import __version__
@@ -90,3 +92,15 @@ def test_make_samples_refuses_non_empty_folder(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "not empty" in result.stderr and "--force" in result.stderr
     assert result.stdout == ""
+
+
+def test_presets_fill_only_what_was_not_given() -> None:
+    from vidclf.cli import UserFacingError, apply_preset
+
+    assert apply_preset("balanced", backbone=None, finetune=None, epochs=None) == ("lite0", False, 60)
+    assert apply_preset("motion", backbone=None, finetune=None, epochs=None) == ("none", False, 60)
+    assert apply_preset("appearance", backbone=None, finetune=None, epochs=None) == ("lite0", True, 8)
+    assert apply_preset("appearance", backbone=None, finetune=False, epochs=30) == ("lite0", False, 30)
+    assert apply_preset("motion", backbone="small", finetune=None, epochs=None) == ("small", False, 60)
+    with pytest.raises(UserFacingError, match="--preset must be one of balanced, motion, appearance"):
+        apply_preset("fast", backbone=None, finetune=None, epochs=None)

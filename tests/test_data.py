@@ -13,7 +13,7 @@ from vidclf.data import (
     DatasetError, LabelledVideo, SamplingSpec, check_trainable, compute_view, discover, load_view,
     stratified_split, view_cache_path, file_digest,
 )
-from vidclf.motion import clip_flow
+from vidclf.motion import MOTION_KINDS, clip_motion
 
 
 @pytest.fixture(autouse=True)
@@ -67,12 +67,12 @@ def test_stratified_split_is_seeded_and_covers_every_class() -> None:
 
 def test_view_is_cached_and_recomputed_when_damaged(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "v.avi", 30)
-    spec = SamplingSpec(frames=6, size=32, flow_size=8)
+    spec = SamplingSpec(frames=6, size=32, motion="farneback", motion_size=8)
     first, _ = load_view(video, spec, view=1, seed=0)
     entry = view_cache_path(file_digest(video), spec, 1, 0)
     assert entry.is_file()
     again, _ = load_view(video, spec, view=1, seed=0)
-    assert np.array_equal(first.rgb, again.rgb) and np.array_equal(first.flow, again.flow)
+    assert np.array_equal(first.rgb, again.rgb) and np.array_equal(first.motion, again.motion)
     entry.write_bytes(b"garbage")
     healed, _ = load_view(video, spec, view=1, seed=0)
     assert np.array_equal(first.rgb, healed.rgb)
@@ -82,33 +82,48 @@ def test_view_is_cached_and_recomputed_when_damaged(tmp_path: Path) -> None:
 
 def test_random_views_are_seeded(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "v.avi", 60)
-    spec = SamplingSpec(frames=6, size=32, flow_size=None)
+    spec = SamplingSpec(frames=6, size=32, motion=None, motion_size=8)
     a, _ = compute_view(video, spec, 1, seed=0)
     b, _ = compute_view(video, spec, 1, seed=0)
     c, _ = compute_view(video, spec, 2, seed=0)
     assert np.array_equal(a.rgb, b.rgb) and not np.array_equal(a.rgb, c.rgb)
-    assert a.flow is None
+    assert a.motion is None
 
 
 def test_short_video_is_padded_with_its_real_length(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "short.avi", 3)
-    inputs, warnings = compute_view(video, SamplingSpec(frames=8, size=32, flow_size=8), 0, 0)
+    inputs, warnings = compute_view(video, SamplingSpec(frames=8, size=32, motion="farneback", motion_size=8), 0, 0)
     assert inputs.length == 3
     assert inputs.rgb[3:].max() == 0 and inputs.rgb[:3].max() > 0
-    assert np.all(inputs.flow[3:] == 0)
+    assert np.all(inputs.motion[3:] == 0)
     assert any("repeated" in w for w in warnings)
 
 
-def test_flow_follows_motion_direction() -> None:
+def moving_square_frames() -> np.ndarray:
     frames = []
     for t in range(5):
         frame = np.zeros((64, 64, 3), np.uint8)
         cv2.rectangle(frame, (10 + 4 * t, 20), (30 + 4 * t, 40), (255, 255, 255), -1)
         cv2.circle(frame, (20 + 4 * t, 30), 4, (0, 0, 0), -1)  # texture for the flow to follow
         frames.append(frame)
-    flow = clip_flow(np.stack(frames), flow_size=8)
+    return np.stack(frames)
+
+
+@pytest.mark.parametrize("kind", ["farneback", "dis"])
+def test_flow_follows_motion_direction(kind: str) -> None:
+    frames = moving_square_frames()
+    flow = clip_motion(frames, kind, 8)
     assert flow.shape == (5, 2, 8, 8)
     assert np.all(flow[0] == 0)
     assert flow[1:, 0].sum() > 0 and abs(flow[1:, 1].sum()) < flow[1:, 0].sum() / 3
-    reversed_flow = clip_flow(np.stack(frames[::-1]), flow_size=8)
+    reversed_flow = clip_motion(frames[::-1].copy(), kind, 8)
     assert reversed_flow[1:, 0].sum() < 0
+
+
+def test_frame_difference_is_one_signed_channel() -> None:
+    frames = moving_square_frames()
+    diff = clip_motion(frames, "diff", 8)
+    assert diff.shape == (5, 1, 8, 8) and np.all(diff[0] == 0)
+    # the white square moves right: grey rises ahead of it (right) and falls behind it (left)
+    assert diff[1:, 0, :, 5:].sum() > 0 > diff[1:, 0, :, :2].sum()
+    assert set(MOTION_KINDS) == {"farneback", "dis", "diff"}

@@ -15,21 +15,21 @@ from vidclf.modelfile import ModelFileError, load_model, read_metadata, save_mod
 LABELS = ["a", "b", "c"]
 
 
-def make_inputs(batch: int, steps: int, size: int = 32, flow_size: int = 16, seed: int = 0):
+def make_inputs(batch: int, steps: int, size: int = 32, motion_size: int = 16, seed: int = 0, channels: int = 2):
     gen = torch.Generator().manual_seed(seed)
     rgb = torch.randint(0, 256, (batch, steps, size, size, 3), generator=gen, dtype=torch.uint8)
-    flow = torch.randn(batch, steps, 2, flow_size, flow_size, generator=gen)
-    return rgb, flow
+    motion = torch.randn(batch, steps, channels, motion_size, motion_size, generator=gen)
+    return rgb, motion
 
 
 def small_config(**overrides) -> ModelConfig:
-    base = dict(labels=LABELS, backbone="small", motion="flow", frames=6, size=32, flow_size=16,
+    base = dict(labels=LABELS, backbone="small", motion="farneback", frames=6, size=32, motion_size=16,
                 hidden=16, appearance_dim=8, motion_dim=8)
     return ModelConfig(**{**base, **overrides})
 
 
 @pytest.mark.parametrize("backbone", ["small", "lite0", "none"])
-@pytest.mark.parametrize("motion", ["flow", "none"])
+@pytest.mark.parametrize("motion", ["farneback", "diff", "none"])
 @pytest.mark.parametrize("pooling", ["global", "grid"])
 def test_every_option_gives_logits(backbone: str, motion: str, pooling: str) -> None:
     if backbone == "none" and motion == "none":
@@ -37,36 +37,68 @@ def test_every_option_gives_logits(backbone: str, motion: str, pooling: str) -> 
             small_config(backbone=backbone, motion=motion)
         return
     model = VideoClassifier(small_config(backbone=backbone, motion=motion, pooling=pooling), pretrained=False).eval()
-    rgb, flow = make_inputs(2, 6)
-    logits = model(torch.tensor([6, 4]), rgb=rgb, flow=flow)
+    rgb, motion_maps = make_inputs(2, 6, channels=1 if motion == "diff" else 2)
+    logits = model(torch.tensor([6, 4]), rgb=rgb, motion=motion_maps)
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("temporal", ["lstm", "mean"])
+@pytest.mark.parametrize("fusion", ["project", "concat", "late"])
+@pytest.mark.parametrize("encoder", ["cnn", "grid"])
+def test_fusions_and_motion_encoders_give_logits_and_learn(fusion: str, encoder: str) -> None:
+    """Every fusion/encoder pair runs, and one optimiser step lowers the loss on a batch."""
+    torch.manual_seed(0)
+    model = VideoClassifier(small_config(fusion=fusion, motion_encoder=encoder, dropout=0.0, stream_dropout=0.0))
+    rgb, motion = make_inputs(4, 6)
+    lengths, targets = torch.tensor([6, 5, 6, 4]), torch.tensor([0, 1, 2, 0])
+    assert len(model.heads) == (2 if fusion == "late" else 1)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(model(lengths, rgb=rgb, motion=motion), targets)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_lstm_readouts_differ_and_last_ignores_earlier_outputs_only_through_state() -> None:
+    rgb, motion = make_inputs(2, 6)
+    lengths = torch.tensor([6, 4])
+    torch.manual_seed(0)
+    mean = VideoClassifier(small_config(readout="mean")).eval()
+    torch.manual_seed(0)
+    last = VideoClassifier(small_config(readout="last")).eval()
+    assert not torch.allclose(mean(lengths, rgb=rgb, motion=motion), last(lengths, rgb=rgb, motion=motion))
+
+
+@pytest.mark.parametrize("temporal,readout,fusion", [("lstm", "mean", "project"), ("lstm", "last", "project"),
+                                                     ("mean", "mean", "project"), ("lstm", "mean", "late")])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_padded_steps_are_never_read(temporal: str, bidirectional: bool) -> None:
-    model = VideoClassifier(small_config(temporal=temporal, bidirectional=bidirectional, layers=2)).eval()
-    rgb, flow = make_inputs(2, 6)
+def test_padded_steps_are_never_read(temporal: str, readout: str, fusion: str, bidirectional: bool) -> None:
+    model = VideoClassifier(small_config(temporal=temporal, readout=readout, fusion=fusion,
+                                         bidirectional=bidirectional, layers=2)).eval()
+    rgb, motion = make_inputs(2, 6)
     lengths = torch.tensor([4, 6])
-    before = model(lengths, rgb=rgb, flow=flow)
-    rgb2, flow2 = rgb.clone(), flow.clone()
+    before = model(lengths, rgb=rgb, motion=motion)
+    rgb2, motion2 = rgb.clone(), motion.clone()
     rgb2[0, 4:] = 255 - rgb2[0, 4:]  # change only the padding of clip 0
-    flow2[0, 4:] = 50.0
-    after = model(lengths, rgb=rgb2, flow=flow2)
+    motion2[0, 4:] = 50.0
+    after = model(lengths, rgb=rgb2, motion=motion2)
     assert torch.allclose(before, after, atol=1e-5)
     # ... and equals running the clip alone, unpadded.
-    alone = model(torch.tensor([4]), rgb=rgb[:1, :4], flow=flow[:1, :4])
+    alone = model(torch.tensor([4]), rgb=rgb[:1, :4], motion=motion[:1, :4])
     assert torch.allclose(before[:1], alone, atol=1e-5)
 
 
 def test_lstm_sees_order_but_mean_does_not() -> None:
-    rgb, flow = make_inputs(1, 6)
+    rgb, motion = make_inputs(1, 6)
     reverse = torch.arange(5, -1, -1)
     lstm = VideoClassifier(small_config()).eval()
     mean = VideoClassifier(small_config(temporal="mean")).eval()
     lengths = torch.tensor([6])
-    assert not torch.allclose(lstm(lengths, rgb=rgb, flow=flow), lstm(lengths, rgb=rgb[:, reverse], flow=flow[:, reverse]))
-    assert torch.allclose(mean(lengths, rgb=rgb, flow=flow), mean(lengths, rgb=rgb[:, reverse], flow=flow[:, reverse]), atol=1e-5)
+    assert not torch.allclose(lstm(lengths, rgb=rgb, motion=motion), lstm(lengths, rgb=rgb[:, reverse], motion=motion[:, reverse]))
+    assert torch.allclose(mean(lengths, rgb=rgb, motion=motion), mean(lengths, rgb=rgb[:, reverse], motion=motion[:, reverse]), atol=1e-5)
 
 
 def test_frozen_backbone_stays_frozen_in_train_mode() -> None:
@@ -74,7 +106,7 @@ def test_frozen_backbone_stays_frozen_in_train_mode() -> None:
     model.train()
     assert not model.backbone.training
     assert not any(p.requires_grad for p in model.backbone.parameters())
-    assert all(p.requires_grad for p in model.lstm.parameters())
+    assert all(p.requires_grad for p in model.heads.parameters())
     finetune = VideoClassifier(small_config(backbone="lite0", frozen=False), pretrained=False).train()
     assert finetune.backbone.training and all(p.requires_grad for p in finetune.backbone.parameters())
 
@@ -102,9 +134,9 @@ def test_save_load_round_trip_gives_same_logits(tmp_path: Path, backbone: str, f
     path = tmp_path / "m.vidclf"
     save_model(model, path, {"best_val_acc": 0.5, "seed": 3})
     loaded = load_model(path)
-    rgb, flow = make_inputs(2, 6)
+    rgb, motion = make_inputs(2, 6)
     lengths = torch.tensor([6, 3])
-    assert torch.allclose(model(lengths, rgb=rgb, flow=flow), loaded.model(lengths, rgb=rgb, flow=flow), atol=1e-6)
+    assert torch.allclose(model(lengths, rgb=rgb, motion=motion), loaded.model(lengths, rgb=rgb, motion=motion), atol=1e-6)
     meta = loaded.metadata
     assert meta["labels"] == LABELS and meta["training"]["seed"] == 3
     assert meta["config"]["backbone"] == backbone
@@ -190,3 +222,50 @@ def test_weights_that_do_not_match_config_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="do not match the saved config"):
         load_model(path)
 
+
+
+def test_late_fusion_weight_is_saved_with_the_model(tmp_path: Path) -> None:
+    model = VideoClassifier(small_config(fusion="late")).eval()
+    model.set_appearance_weight(0.25)
+    save_model(model, tmp_path / "late.vidclf", {})
+    loaded = load_model(tmp_path / "late.vidclf").model
+    assert float(loaded.appearance_weight) == 0.25
+    rgb, motion = make_inputs(2, 6)
+    lengths = torch.tensor([6, 3])
+    assert torch.allclose(model(lengths, rgb=rgb, motion=motion), loaded(lengths, rgb=rgb, motion=motion), atol=1e-6)
+
+
+def test_training_weighs_late_fusion_towards_the_stream_that_carries_the_label(tmp_path: Path) -> None:
+    """Labels live only in the motion maps' sign; frames are noise. Validation must make the
+    motion head count more than the appearance head, and the fused model must be right."""
+    from vidclf.train import Tensors, TrainOptions, choose_appearance_weight, evaluate, fit
+
+    def make(n: int, seed: int) -> Tensors:
+        targets = torch.arange(n) % 2
+        rgb, motion = make_inputs(n, 6, seed=seed)
+        motion = motion * 0.3 + (targets * 2 - 1).float()[:, None, None, None, None]
+        return Tensors(lengths=torch.full((n,), 6), targets=targets, rgb=rgb, motion=motion,
+                       clip_index=torch.arange(n))
+
+    torch.manual_seed(0)
+    model = VideoClassifier(small_config(labels=["neg", "pos"], fusion="late"))
+    options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", epochs=8, batch_size=8, lr=5e-3)
+    train, val = make(32, 1), make(16, 2)
+    _, best_state, _ = fit(model, train, val, options, ["neg", "pos"], torch.device("cpu"), lambda line: None)
+    model.load_state_dict(best_state)
+    assert choose_appearance_weight(model, val, torch.device("cpu")) < 0.5
+    _, probabilities = evaluate(model, val, torch.device("cpu"))
+    assert (probabilities.argmax(1) == val.targets).float().mean() == 1.0
+
+
+def test_frozen_features_do_not_depend_on_mode_or_batch() -> None:
+    """The feature cache is filled before training and read back at every epoch; prediction
+    computes the same features in eval mode, one clip at a time. They must agree exactly —
+    batch statistics or drop-path in a 'frozen' backbone would make them differ."""
+    model = VideoClassifier(small_config(backbone="lite0", motion="none"))  # as training builds it
+    rgb, _ = make_inputs(3, 4)
+    with torch.inference_mode():
+        batched = model.appearance_features(rgb)
+        model.eval()
+        alone = model.appearance_features(rgb[1:2])
+    assert torch.allclose(batched[1:2], alone, atol=1e-5)

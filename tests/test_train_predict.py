@@ -33,7 +33,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     make_samples(root / "train", clips_per_class=20, seed=11, classes=CLASSES)
     make_samples(root / "test", clips_per_class=6, seed=12, classes=CLASSES)
     model = root / "motion.vidclf"
-    result = run_cli("train", str(root / "train"), "--out", str(model), "--backbone", "none",
+    result = run_cli("train", str(root / "train"), "--out", str(model), "--preset", "motion",
                      "--epochs", "60", "--patience", "60", "--batch-size", "8", "--seed", "1", env=env)
     assert result.returncode == 0, result.stderr
     return {"root": root, "env": env, "model": model, "train": result}
@@ -118,7 +118,8 @@ def test_info_shows_the_model(workspace: dict) -> None:
     result = run_cli("info", str(workspace["model"]), "--json", env=workspace["env"])
     meta = json.loads(result.stdout)
     assert meta["labels"] == sorted(CLASSES)
-    assert meta["config"]["backbone"] == "none" and meta["config"]["motion"] == "flow"
+    assert meta["config"]["backbone"] == "none" and meta["config"]["motion"] == "farneback"  # --preset motion
+    assert meta["config"]["extra"] == {"preset": "motion"}
     assert meta["training"]["counts"]["train"]["grow"] == 16 and meta["training"]["seed"] == 1
     assert meta["preprocessing"]["frames"] == 16
     table = run_cli("info", str(workspace["model"]), env=workspace["env"])
@@ -136,6 +137,8 @@ def test_refusals_are_one_clear_line(workspace: dict, tmp_path: Path) -> None:
     assert len(refused.stderr.strip().splitlines()) == 1
     bad_option = run_cli("train", str(one_class), "--backbone", "resnet", "--out", str(tmp_path / "m.vidclf"), env=env)
     assert bad_option.returncode == 2 and "backbone must be one of lite0, small, none" in bad_option.stderr
+    bad_preset = run_cli("train", str(one_class), "--preset", "fast", "--out", str(tmp_path / "m.vidclf"), env=env)
+    assert bad_preset.returncode == 2 and "--preset must be one of balanced, motion, appearance" in bad_preset.stderr
     missing = run_cli("predict", "x.mp4", "--model", str(tmp_path / "none.vidclf"), env=env)
     assert missing.returncode == 3 and "no such model file" in missing.stderr
 

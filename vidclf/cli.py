@@ -197,6 +197,24 @@ def make_samples(
 
 
 DEVICE_HELP = "auto (CUDA when present), cpu or cuda."
+# `vidclf train --preset`: option values a preset starts from (benchmarks/accuracy/README.md
+# has the measurements behind them).
+PRESETS: dict[str, dict[str, object]] = {
+    "balanced": {},
+    "motion": {"backbone": "none"},
+    "appearance": {"finetune": True, "epochs": 8},
+}
+PRESET_FALLBACKS: dict[str, object] = {"backbone": "lite0", "finetune": False, "epochs": 60}
+
+
+def apply_preset(preset: str, **given: object) -> tuple[object, ...]:
+    """Values for the preset-governed options, in PRESET_FALLBACKS order: what the user gave
+    explicitly (not None), else the preset's value, else the plain default."""
+    if preset not in PRESETS:
+        raise UserFacingError(f"invalid option: --preset must be one of {', '.join(PRESETS)}; got {preset!r}",
+                              ExitCode.USAGE)
+    return tuple(given[name] if given.get(name) is not None else PRESETS[preset].get(name, fallback)
+                 for name, fallback in PRESET_FALLBACKS.items())
 
 
 @command
@@ -205,15 +223,25 @@ def train(
                                          show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Model file to write [default: models/<DATA name>.vidclf].",
                                                 show_default=False)] = None,
-    backbone: Annotated[str, typer.Option(help="Appearance CNN: lite0 (ImageNet-pretrained), small (from scratch) or none.")] = "lite0",
-    motion: Annotated[str, typer.Option(help="Motion stream: flow (OpenCV optical flow) or none.")] = "flow",
+    preset: Annotated[str, typer.Option(help="Starting point for the options below: balanced (appearance + motion), "
+                                             "motion (no appearance stream: fastest), appearance (fine-tunes Lite0: slower, "
+                                             "for classes told apart by what is seen). Options given explicitly win.")] = "balanced",
+    backbone: Annotated[Optional[str], typer.Option(help="Appearance CNN: lite0 (ImageNet-pretrained), small (from scratch) or none [default: lite0].",
+                                                    show_default=False)] = None,
+    motion: Annotated[str, typer.Option(help="Motion stream input: farneback or dis (OpenCV optical flow), diff (frame difference) or none.")] = "farneback",
+    motion_encoder: Annotated[str, typer.Option(help="Motion maps through a small CNN, or grid: fixed 4x4 summaries.")] = "cnn",
+    fusion: Annotated[str, typer.Option(help="Two streams: late (a head per stream, mixed by a weight chosen on validation), project (narrow appearance, concatenated per step) or concat.")] = "late",
     frames: Annotated[int, typer.Option("--frames", min=2, help="Frames sampled per clip (T).")] = 16,
     size: Annotated[int, typer.Option(min=32, help="Frame size in pixels (square, centre crop).")] = 112,
     pooling: Annotated[str, typer.Option(help="Spatial pooling of frame features: global or grid (2x2).")] = "global",
     temporal: Annotated[str, typer.Option(help="lstm, or mean: an order-blind baseline that averages over time.")] = "lstm",
-    finetune: Annotated[bool, typer.Option("--finetune/--freeze-backbone",
-                                           help="Train the pretrained backbone end to end, or keep it frozen (features cached).")] = False,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 60,
+    readout: Annotated[str, typer.Option(help="LSTM output used: mean over steps (as LRCN) or last.")] = "mean",
+    hidden: Annotated[int, typer.Option(min=1, help="LSTM width.")] = 128,
+    layers: Annotated[int, typer.Option(min=1, help="LSTM layers.")] = 1,
+    bidirectional: Annotated[bool, typer.Option("--bidirectional", help="Read the sequence both ways.")] = False,
+    finetune: Annotated[Optional[bool], typer.Option("--finetune/--freeze-backbone", show_default=False,
+                                                     help="Train the pretrained backbone end to end, or keep it frozen (features cached) [default: frozen].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Maximum epochs [default: 60; appearance preset: 8].")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = 8,
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate (AdamW, cosine decay).")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed for split, sampling and initialisation.")] = 0,
@@ -235,12 +263,15 @@ def train(
     """
     from vidclf.train import TrainOptions, train as run_training
 
+    backbone, finetune, epochs = apply_preset(preset, backbone=backbone, finetune=finetune, epochs=epochs)
     out = out or Path("models") / f"{data.resolve().name}.vidclf"
     options = TrainOptions(data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            workers=workers, device=device, val_split=val_split, patience=patience,
                            class_weights=class_weights, hflip=hflip, force=force, resume=resume)
-    overrides = {"backbone": backbone, "motion": motion, "frames": frames, "size": size,
-                 "pooling": pooling, "temporal": temporal, "frozen": not finetune}
+    overrides = {"backbone": backbone, "motion": motion, "motion_encoder": motion_encoder, "fusion": fusion,
+                 "frames": frames, "size": size, "pooling": pooling, "temporal": temporal, "readout": readout,
+                 "hidden": hidden, "layers": layers, "bidirectional": bidirectional, "frozen": not finetune,
+                 "extra": {"preset": preset}}
     from vidclf.model import ModelConfig
 
     try:  # check the model options before any decoding starts

@@ -1,7 +1,7 @@
 """Datasets: find labelled clips, split them, and turn each clip into cached model inputs.
 
 A *view* of a clip is one sampling of it: T frames (view 0 = uniform, views ≥ 1 = seeded random
-segment sampling for augmentation) plus the optical flow between them. Views are computed once
+segment sampling for augmentation) plus the motion maps between them (optical flow or frame difference). Views are computed once
 and cached on disk, keyed by the file's content hash and every sampling parameter, so epochs
 after the first only read small arrays.
 """
@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 
 from vidclf.errors import VidclfError
-from vidclf.motion import clip_flow
+from vidclf.motion import clip_motion, motion_channels
 from vidclf.video import Clip, VideoError, find_videos, sample_frames
 
-CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
+CACHE_VERSION = 2  # bump when the cached arrays' meaning changes
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -43,19 +43,20 @@ class SamplingSpec:
 
     frames: int
     size: int
-    flow_size: int | None  # None: the model takes no flow
+    motion: str | None  # motion map kind (see vidclf.motion); None: the model takes no motion
+    motion_size: int
 
 
 @dataclass(frozen=True)
 class ClipInputs:
-    """One view of a clip: ``rgb`` uint8 (T,S,S,3), ``flow`` float16 (T,2,F,F) or None.
+    """One view of a clip: ``rgb`` uint8 (T,S,S,3), ``motion`` float16 (T,C,M,M) or None.
 
     Steps at and after ``length`` are padding (zeros): videos shorter than T keep their real
     length instead of repeated frames, and the model never reads the padding.
     """
 
     rgb: np.ndarray
-    flow: np.ndarray | None
+    motion: np.ndarray | None
     length: int
 
 
@@ -145,11 +146,11 @@ def clip_inputs(clip: Clip, spec: SamplingSpec) -> ClipInputs:
         length = len(real)
         frames = np.zeros_like(frames)
         frames[:length] = real
-    flow = None
-    if spec.flow_size is not None:
-        flow = np.zeros((spec.frames, 2, spec.flow_size, spec.flow_size), np.float16)
-        flow[:length] = clip_flow(frames[:length], spec.flow_size)
-    return ClipInputs(rgb=frames, flow=flow, length=length)
+    motion = None
+    if spec.motion is not None:
+        motion = np.zeros((spec.frames, motion_channels(spec.motion), spec.motion_size, spec.motion_size), np.float16)
+        motion[:length] = clip_motion(frames[:length], spec.motion, spec.motion_size)
+    return ClipInputs(rgb=frames, motion=motion, length=length)
 
 
 def compute_view(path: Path, spec: SamplingSpec, view: int, seed: int) -> tuple[ClipInputs, tuple[str, ...]]:
@@ -163,7 +164,7 @@ def compute_view(path: Path, spec: SamplingSpec, view: int, seed: int) -> tuple[
 
 
 def view_cache_path(digest: str, spec: SamplingSpec, view: int, seed: int) -> Path:
-    key = f"v{CACHE_VERSION}-{digest}-{spec.frames}-{spec.size}-{spec.flow_size}-{view}-{seed if view else 0}"
+    key = f"v{CACHE_VERSION}-{digest}-{spec.frames}-{spec.size}-{spec.motion}-{spec.motion_size}-{view}-{seed if view else 0}"
     return cache_dir() / "views" / digest[:2] / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
 
 
@@ -173,14 +174,14 @@ def load_view(path: Path, spec: SamplingSpec, view: int, seed: int) -> tuple[Cli
     if cached.is_file():
         try:
             with np.load(cached, allow_pickle=False) as arrays:
-                flow = arrays["flow"] if "flow" in arrays.files else None
-                return ClipInputs(arrays["rgb"], flow, int(arrays["length"])), ()
+                motion = arrays["motion"] if "motion" in arrays.files else None
+                return ClipInputs(arrays["rgb"], motion, int(arrays["length"])), ()
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is recomputed below
     inputs, warnings = compute_view(path, spec, view, seed)
     arrays = {"rgb": inputs.rgb, "length": np.array(inputs.length)}
-    if inputs.flow is not None:
-        arrays["flow"] = inputs.flow
+    if inputs.motion is not None:
+        arrays["motion"] = inputs.motion
     atomic_save_npz(cached, arrays)
     return inputs, warnings
 

@@ -12,61 +12,90 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from vidclf.data import SamplingSpec
+from vidclf.motion import MOTION_KINDS, motion_channels
 
 Backbone = Literal["lite0", "small", "none"]
-Motion = Literal["flow", "none"]
+Motion = Literal["farneback", "dis", "diff", "none"]
+MotionEncoding = Literal["cnn", "grid"]
+Fusion = Literal["project", "concat", "late"]
 Pooling = Literal["global", "grid"]
 Temporal = Literal["lstm", "mean"]
+Readout = Literal["mean", "last"]
 
-BACKBONES: tuple[str, ...] = ("lite0", "small", "none")
-MOTIONS: tuple[str, ...] = ("flow", "none")
-POOLINGS: tuple[str, ...] = ("global", "grid")
-TEMPORALS: tuple[str, ...] = ("lstm", "mean")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "backbone": ("lite0", "small", "none"),
+    "motion": (*MOTION_KINDS, "none"),
+    "motion_encoder": ("cnn", "grid"),
+    "fusion": ("project", "concat", "late"),
+    "pooling": ("global", "grid"),
+    "temporal": ("lstm", "mean"),
+    "readout": ("mean", "last"),
+}
 GRID = 2  # 'grid' pooling keeps a coarse 2×2 layout: where things are, not just what
+MOTION_GRID = 4  # the 'grid' motion encoder summarises each map on a 4×4 grid
 
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild the network (saved in the model file)."""
+    """Everything needed to rebuild the network (saved in the model file).
+
+    The defaults are the configuration that won the accuracy suite (benchmarks/accuracy).
+    """
 
     labels: list[str]
     backbone: Backbone = "lite0"  # appearance stream; "none" = motion only
-    motion: Motion = "flow"  # motion stream; "none" = appearance only
+    motion: Motion = "farneback"  # motion stream input (see vidclf.motion); "none" = appearance only
+    motion_encoder: MotionEncoding = "cnn"  # small CNN over the maps, or fixed grid summaries
     frames: int = 16  # T, frames sampled per clip
     size: int = 112  # frames are size×size after resize + centre crop
-    flow_size: int = 32  # flow maps are pooled to flow_size×flow_size
+    motion_size: int = 32  # motion maps are pooled to motion_size×motion_size
     pooling: Pooling = "global"
     frozen: bool = True  # pretrained backbone kept fixed (features cacheable)
-    # Appearance is projected this narrow before fusion: measured on motion classes, a wide
-    # appearance vector lets few clips be memorised by background (128: 68%, 16: 78% test).
+    # How the two streams meet. "late" (two-stream): each stream has its own LSTM and head,
+    # each trained as a classifier, and their log-probabilities are mixed with a weight chosen
+    # on the validation clips, so a stream that carries nothing for a task is turned down.
+    # "project": appearance projected to appearance_dim, concatenated with motion at every
+    # step, one LSTM; "concat": the same with the full appearance vector.
+    fusion: Fusion = "late"
     appearance_dim: int = 16
     motion_dim: int = 128
     hidden: int = 128  # LSTM width
     layers: int = 1
     bidirectional: bool = False
     temporal: Temporal = "lstm"  # "mean" = order-blind baseline (average over time)
+    # LSTM readout: LRCN averages the per-step outputs; "last" keeps only the final state.
+    readout: Readout = "mean"
     dropout: float = 0.3
     stream_dropout: float = 0.5  # training: chance of hiding one of the two streams per clip
     extra: dict[str, str] = field(default_factory=dict)  # free-form notes, e.g. preset name
 
     def __post_init__(self) -> None:
-        for name, allowed in (("backbone", BACKBONES), ("motion", MOTIONS),
-                              ("pooling", POOLINGS), ("temporal", TEMPORALS)):
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.backbone == "none" and self.motion == "none":
             raise ValueError("a model needs an appearance backbone, motion, or both")
         if len(self.labels) < 2:
             raise ValueError("a classifier needs at least 2 labels")
-        if self.frames < 1 or self.size < 16 or self.flow_size < 8:
-            raise ValueError("frames must be ≥ 1, size ≥ 16 and flow_size ≥ 8")
+        if self.frames < 1 or self.size < 16 or self.motion_size < 8:
+            raise ValueError("frames must be ≥ 1, size ≥ 16 and motion_size ≥ 8")
         if self.backbone != "lite0":
             self.frozen = False  # only the pretrained backbone is worth freezing
 
     @property
-    def uses_flow(self) -> bool:
-        return self.motion == "flow"
+    def uses_motion(self) -> bool:
+        return self.motion != "none"
+
+    @property
+    def two_streams(self) -> bool:
+        return self.backbone != "none" and self.uses_motion
+
+    def sampling(self) -> SamplingSpec:
+        """How clips become this model's inputs (frames and motion maps)."""
+        return SamplingSpec(self.frames, self.size, self.motion if self.uses_motion else None, self.motion_size)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -139,48 +168,98 @@ def flow_derivatives(flow: Tensor) -> Tensor:
     return torch.stack([dx, dy, ddx_dx + ddy_dy, ddy_dx - ddx_dy], dim=1)
 
 
-class FlowEncoder(nn.Module):
-    """Small trainable CNN over one flow map (plus its divergence and curl) per time step."""
+class MotionEncoder(nn.Module):
+    """One motion map per time step → a feature vector.
 
-    def __init__(self, out_dim: int, pooling: Pooling) -> None:
+    ``cnn``: a small trainable CNN over the map (flow gets divergence and curl channels).
+    ``grid``: fixed summaries, the map's mean on a 4×4 grid plus its magnitude, then a linear
+    layer — the cheaper design the ablations compare against.
+    """
+
+    def __init__(self, kind: str, encoding: MotionEncoding, out_dim: int, pooling: Pooling) -> None:
         super().__init__()
-        self.pooling = pooling
-        self.body = nn.Sequential(_conv_block(4, 16), _conv_block(16, 32), _conv_block(32, 64))
-        self.proj = nn.Sequential(nn.Linear(_pooled_dim(64, pooling), out_dim), nn.ReLU(inplace=True))
+        self.is_flow, self.encoding, self.pooling = kind != "diff", encoding, pooling
+        channels = motion_channels(kind)
+        if encoding == "cnn":
+            cin = 4 if self.is_flow else channels
+            self.body = nn.Sequential(_conv_block(cin, 16), _conv_block(16, 32), _conv_block(32, 64))
+            width = _pooled_dim(64, pooling)
+        else:
+            self.body = nn.Identity()
+            width = (channels + 1) * MOTION_GRID * MOTION_GRID
+        self.proj = nn.Sequential(nn.Linear(width, out_dim), nn.ReLU(inplace=True))
 
-    def forward(self, flow: Tensor) -> Tensor:
-        return self.proj(_pool(self.body(flow_derivatives(flow)), self.pooling))
+    def forward(self, maps: Tensor) -> Tensor:
+        if self.encoding == "grid":
+            magnitude = maps.norm(dim=1, keepdim=True)
+            cells = nn.functional.adaptive_avg_pool2d(torch.cat([maps, magnitude], dim=1), MOTION_GRID)
+            return self.proj(cells.flatten(1))
+        x = flow_derivatives(maps) if self.is_flow else maps
+        return self.proj(_pool(self.body(x), self.pooling))
+
+
+class SequenceHead(nn.Module):
+    """Per-step features ``(B, T, D)`` → class logits: LSTM (or an order-blind mean) → linear."""
+
+    def __init__(self, step_dim: int, num_labels: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.lstm: nn.LSTM | None = None
+        head_in = step_dim
+        if config.temporal == "lstm":
+            self.lstm = nn.LSTM(step_dim, config.hidden, config.layers, batch_first=True,
+                                bidirectional=config.bidirectional,
+                                dropout=config.dropout if config.layers > 1 else 0.0)
+            head_in = config.hidden * (2 if config.bidirectional else 1)
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(head_in, num_labels))
+
+    def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
+        return self.head(self._summarise(features, lengths.to("cpu", torch.int64)))
+
+    def _summarise(self, features: Tensor, lengths: Tensor) -> Tensor:
+        mask = (torch.arange(features.shape[1])[None, :] < lengths[:, None]).to(features).unsqueeze(2)
+        if self.lstm is None:
+            return (features * mask).sum(1) / mask.sum(1)
+        packed = pack_padded_sequence(features, lengths, batch_first=True, enforce_sorted=False)
+        outputs, (hidden, _) = self.lstm(packed)
+        if self.config.readout == "mean":
+            outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=features.shape[1])
+            return (outputs * mask).sum(1) / mask.sum(1)
+        directions = 2 if self.config.bidirectional else 1
+        return torch.cat(list(hidden[-directions:]), dim=1)  # last layer, each direction
 
 
 class VideoClassifier(nn.Module):
-    """Frames (+ flow) → per-step features → LSTM (or mean) → class logits."""
+    """Frames (+ motion maps) → per-step features → LSTM (or mean) → class logits."""
 
     def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
         super().__init__()
         self.config = config
-        step_dim = 0
+        labels = len(config.labels)
+        widths = []
         self.backbone: nn.Module | None = None
         if config.backbone != "none":
             self.backbone = Lite0Features(pretrained) if config.backbone == "lite0" else SmallCNN()
             if config.frozen:
                 self.backbone.requires_grad_(False)
             width = _pooled_dim(self.backbone.out_channels, config.pooling)
-            # Project before fusing: a raw 1280-wide appearance vector drowns the flow features.
+            projected = config.fusion != "concat"
             self.appearance_proj = nn.Sequential(
-                nn.LayerNorm(width), nn.Dropout(config.dropout), nn.Linear(width, config.appearance_dim),
-                nn.ReLU(inplace=True))
-            step_dim += config.appearance_dim
-        self.flow_encoder = FlowEncoder(config.motion_dim, config.pooling) if config.uses_flow else None
-        step_dim += config.motion_dim if config.uses_flow else 0
-        directions = 2 if config.bidirectional else 1
-        if config.temporal == "lstm":
-            self.lstm = nn.LSTM(step_dim, config.hidden, config.layers, batch_first=True,
-                                bidirectional=config.bidirectional,
-                                dropout=config.dropout if config.layers > 1 else 0.0)
-            head_in = config.hidden * directions
+                nn.LayerNorm(width), nn.Dropout(config.dropout),
+                *([nn.Linear(width, config.appearance_dim), nn.ReLU(inplace=True)] if projected else []))
+            widths.append(config.appearance_dim if projected else width)
+        self.motion_encoder = (MotionEncoder(config.motion, config.motion_encoder, config.motion_dim, config.pooling)
+                               if config.uses_motion else None)
+        if config.uses_motion:
+            widths.append(config.motion_dim)
+        if config.fusion == "late" and len(widths) == 2:
+            self.heads = nn.ModuleList(SequenceHead(w, labels, config) for w in widths)
+            # How much the appearance head counts against the motion head; training picks it
+            # on the validation clips (see ``set_appearance_weight``). A buffer: saved with the weights.
+            self.register_buffer("appearance_weight", torch.tensor(0.5))
         else:
-            head_in = step_dim
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(head_in, len(config.labels)))
+            self.heads = nn.ModuleList([SequenceHead(sum(widths), labels, config)])
+        self.train()  # a frozen backbone starts in eval mode too, not only after .train()
 
     def train(self, mode: bool = True) -> VideoClassifier:
         super().train(mode)
@@ -199,49 +278,65 @@ class VideoClassifier(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)  # faster convs on CPU
         return _pool(self.backbone(x), self.config.pooling).reshape(batch, steps, -1)
 
-    def forward(self, lengths: Tensor, rgb: Tensor | None = None, flow: Tensor | None = None,
+    def forward(self, lengths: Tensor, rgb: Tensor | None = None, motion: Tensor | None = None,
                 appearance: Tensor | None = None) -> Tensor:
         """Class logits ``(B, num_labels)``.
 
         ``lengths[b]`` is clip b's real number of steps; steps past it are padding and never
         read. Appearance comes either as frames ``rgb`` or as cached ``appearance`` features;
-        ``flow`` is ``(B, T, 2, F, F)``.
+        ``motion`` is ``(B, T, C, M, M)``.
         """
-        parts = []
+        return self.fuse(self.stream_logits(lengths, rgb, motion, appearance))
+
+    @property
+    def late_fusion(self) -> bool:
+        return len(self.heads) == 2
+
+    def stream_logits(self, lengths: Tensor, rgb: Tensor | None = None, motion: Tensor | None = None,
+                      appearance: Tensor | None = None) -> list[Tensor]:
+        """Logits of each head: [appearance, motion] under late fusion, else one fused head.
+
+        Training puts the loss on each of these, so with late fusion every stream is a
+        classifier on its own (as in two-stream networks).
+        """
+        streams = []
         if self.backbone is not None:
             if appearance is None:
                 assert rgb is not None, "pass rgb frames or cached appearance features"
                 appearance = self.appearance_features(rgb)
-            parts.append(self.appearance_proj(appearance))
-        if self.flow_encoder is not None:
-            assert flow is not None, "this model needs flow maps"
-            batch, steps = flow.shape[:2]
-            parts.append(self.flow_encoder(flow.flatten(0, 1)).reshape(batch, steps, -1))
-        if len(parts) == 2 and self.training and self.config.stream_dropout > 0:
-            parts = self._drop_one_stream(parts)
-        steps_features = torch.cat(parts, dim=2)
-        return self.head(self._summarise(steps_features, lengths))
+            streams.append(self.appearance_proj(appearance))
+        if self.motion_encoder is not None:
+            assert motion is not None, "this model needs motion maps"
+            batch, steps = motion.shape[:2]
+            streams.append(self.motion_encoder(motion.flatten(0, 1)).reshape(batch, steps, -1))
+        if self.late_fusion:
+            return [head(stream, lengths) for head, stream in zip(self.heads, streams)]
+        return [self.heads[0](torch.cat(self._drop_one_stream(streams), dim=2), lengths)]
 
-    def _drop_one_stream(self, parts: list[Tensor]) -> list[Tensor]:
-        """Hide appearance or motion for a random subset of clips (modality dropout).
+    def fuse(self, logits: list[Tensor]) -> Tensor:
+        """Class logits from the heads' logits: late fusion is a weighted product of the two
+        heads' probabilities (a weighted sum of log-probabilities)."""
+        if not self.late_fusion:
+            return logits[0]
+        weight = self.appearance_weight
+        return weight * logits[0].log_softmax(1) + (1 - weight) * logits[1].log_softmax(1)
+
+    def set_appearance_weight(self, weight: float) -> None:
+        self.appearance_weight.fill_(weight)
+
+    def _drop_one_stream(self, streams: list[Tensor]) -> list[Tensor]:
+        """Training: hide appearance or motion for a random subset of clips (modality dropout).
 
         Frozen appearance features let a small training set be memorised by background alone
         before the motion stream learns anything; hiding a stream now and then makes each one
         predictive on its own.
         """
-        batch = parts[0].shape[0]
-        hide = torch.rand(batch, device=parts[0].device) < self.config.stream_dropout
-        which = torch.rand(batch, device=parts[0].device) < 0.5
-        keep_appearance = (~(hide & which)).to(parts[0].dtype)[:, None, None]
-        keep_motion = (~(hide & ~which)).to(parts[1].dtype)[:, None, None]
-        return [parts[0] * keep_appearance, parts[1] * keep_motion]
-
-    def _summarise(self, features: Tensor, lengths: Tensor) -> Tensor:
-        lengths = lengths.to("cpu", torch.int64)
-        if self.config.temporal == "mean":
-            mask = (torch.arange(features.shape[1])[None, :] < lengths[:, None]).to(features).unsqueeze(2)
-            return (features * mask).sum(1) / mask.sum(1)
-        packed = pack_padded_sequence(features, lengths, batch_first=True, enforce_sorted=False)
-        _, (hidden, _) = self.lstm(packed)
-        directions = 2 if self.config.bidirectional else 1
-        return torch.cat(list(hidden[-directions:]), dim=1)  # last layer, each direction
+        if len(streams) < 2 or not self.training or self.config.stream_dropout <= 0:
+            return streams
+        batch, device = streams[0].shape[0], streams[0].device
+        hide = torch.rand(batch, device=device) < self.config.stream_dropout
+        which = torch.rand(batch, device=device) < 0.5
+        shape = (batch,) + (1,) * (streams[0].dim() - 1)
+        keep_appearance = (~(hide & which)).to(streams[0].dtype).reshape(shape)
+        keep_motion = (~(hide & ~which)).to(streams[1].dtype).reshape(shape)
+        return [streams[0] * keep_appearance, streams[1] * keep_motion]

@@ -21,6 +21,7 @@ import torch
 from vidclf import __version__
 from vidclf.errors import VidclfError
 from vidclf.model import ModelConfig, VideoClassifier
+from vidclf.motion import MOTION_NAMES
 
 FORMAT = "vidclf-model"
 FORMAT_VERSION = 1
@@ -60,8 +61,8 @@ def preprocessing_record(config: ModelConfig) -> dict[str, object]:
         "size": config.size,
         "resize": "shorter side to size, centre crop size x size, RGB",
         "normalisation": "inside the model: x / 255 * 2 - 1",
-        "flow": (f"OpenCV DIS ultrafast between consecutive sampled frames, pooled to "
-                 f"{config.flow_size}x{config.flow_size}") if config.uses_flow else None,
+        "motion": (f"{MOTION_NAMES[config.motion]} between consecutive sampled frames, pooled to "
+                   f"{config.motion_size}x{config.motion_size}") if config.uses_motion else None,
     }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidclf.data import SamplingSpec, clip_inputs
+from vidclf.data import clip_inputs
 from vidclf.modelfile import LoadedModel, load_model
 from vidclf.video import Clip, Source, VideoError, find_videos, is_stream_url, iter_windows, sample_frames, source_name
 
@@ -88,7 +88,7 @@ class Predictor:
         self.device = torch.device(device)
         config = self.loaded.model.config
         self.labels = list(config.labels)
-        self.spec = SamplingSpec(config.frames, config.size, config.flow_size if config.uses_flow else None)
+        self.spec = config.sampling()
 
     def scores(self, path: Source, clips: int = 1) -> tuple[np.ndarray, int, float | None, tuple[str, ...]]:
         """Class probabilities (summing to 1) for one video, plus frames used and duration.
@@ -106,13 +106,13 @@ class Predictor:
         inputs = [clip_inputs(clip, self.spec) for clip in clips]
         model = self.loaded.model
         lengths = torch.tensor([i.length for i in inputs])
-        rgb = flow = None
+        rgb = motion = None
         if model.backbone is not None:
             rgb = torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device)
-        if self.spec.flow_size is not None:
-            flow = torch.from_numpy(np.stack([i.flow for i in inputs]).astype(np.float32)).to(self.device)
+        if self.spec.motion is not None:
+            motion = torch.from_numpy(np.stack([i.motion for i in inputs]).astype(np.float32)).to(self.device)
         with torch.inference_mode():
-            logits = model(lengths, rgb=rgb, flow=flow)
+            logits = model(lengths, rgb=rgb, motion=motion)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def ranked(self, probabilities: np.ndarray) -> list[tuple[str, float]]:

@@ -1,7 +1,7 @@
 """Training: data folder → cached clip views → fitted classifier → model file.
 
 Stages, each a small function: ``plan_splits`` (find, split, count) → ``prepare_views``
-(decode + flow, cached, in parallel) → ``prepare_features`` (frozen backbone features, cached)
+(decode + motion maps, cached, in parallel) → ``prepare_features`` (frozen backbone features, cached)
 → ``fit`` (epochs with early stopping, a resumable checkpoint after each) → ``save_model``.
 """
 
@@ -77,13 +77,13 @@ class Tensors:
     targets: Tensor
     appearance: Tensor | None = None  # cached frozen-backbone features (N, T, D)
     rgb: Tensor | None = None  # uint8 frames (N, T, S, S, 3) when the backbone trains
-    flow: Tensor | None = None  # (N, T, 2, F, F)
+    motion: Tensor | None = None  # (N, T, C, M, M)
     clip_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     def select(self, rows: Tensor) -> Tensors:
         pick = lambda t: None if t is None else t[rows]  # noqa: E731
         return Tensors(self.lengths[rows], self.targets[rows], pick(self.appearance), pick(self.rgb),
-                       pick(self.flow), self.clip_index[rows])
+                       pick(self.motion), self.clip_index[rows])
 
 
 @dataclass
@@ -191,8 +191,8 @@ def stack_inputs(model: VideoClassifier, entries: Sequence[tuple[int, int, ClipI
         targets=torch.tensor([index[items[e[0]].label] for e in entries]),
         clip_index=torch.tensor([e[0] for e in entries]),
     )
-    if config.uses_flow:
-        tensors.flow = torch.from_numpy(np.stack([e[2].flow for e in entries]).astype(np.float32))
+    if config.uses_motion:
+        tensors.motion = torch.from_numpy(np.stack([e[2].motion for e in entries]).astype(np.float32))
     if config.backbone == "none":
         return tensors
     if not config.frozen:
@@ -208,6 +208,7 @@ def stack_inputs(model: VideoClassifier, entries: Sequence[tuple[int, int, ClipI
     if todo:
         log(f"encoding {len(todo)} clip views with the frozen {config.backbone} backbone (cached for next time)")
     bar = tqdm(total=len(todo), desc="features", unit="view", disable=not sys.stderr.isatty(), leave=False)
+    model.eval()  # the features must be exactly what prediction computes, whatever the batch
     for start in range(0, len(todo), 8):
         chunk = todo[start : start + 8]
         rgb = torch.from_numpy(np.stack([entries[n][2].rgb for n, _ in chunk])).to(device)
@@ -241,23 +242,49 @@ def _random_resized_crop(rgb: Tensor, generator: torch.Generator, hflip: bool) -
     return out
 
 
-def _forward(model: VideoClassifier, batch: Tensors, device: torch.device) -> Tensor:
+def _head_logits(model: VideoClassifier, batch: Tensors, device: torch.device) -> list[Tensor]:
     to = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-    return model(batch.lengths, rgb=to(batch.rgb), flow=to(batch.flow), appearance=to(batch.appearance))
+    return model.stream_logits(batch.lengths, rgb=to(batch.rgb), motion=to(batch.motion),
+                               appearance=to(batch.appearance))
 
 
-def evaluate(model: VideoClassifier, data: Tensors, device: torch.device, batch_size: int = 64
-             ) -> tuple[float, Tensor]:
-    """Mean cross-entropy and the class probabilities of every row."""
+def head_logits(model: VideoClassifier, data: Tensors, device: torch.device, batch_size: int = 64) -> list[Tensor]:
+    """Every head's logits for every row (eval mode): see ``VideoClassifier.stream_logits``."""
     model.eval()
-    losses, probabilities = [], []
+    parts = []
     with torch.inference_mode():
         for start in range(0, len(data.targets), batch_size):
-            batch = data.select(torch.arange(start, min(start + batch_size, len(data.targets))))
-            logits = _forward(model, batch, device)
-            losses.append(nn.functional.cross_entropy(logits, batch.targets.to(device), reduction="sum").item())
-            probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
-    return sum(losses) / max(1, len(data.targets)), torch.cat(probabilities)
+            parts.append(_head_logits(model, data.select(torch.arange(start, min(start + batch_size, len(data.targets)))), device))
+    return [torch.cat(head) for head in zip(*parts)]
+
+
+def evaluate(model: VideoClassifier, data: Tensors, device: torch.device) -> tuple[float, Tensor]:
+    """Mean cross-entropy and the class probabilities of every row."""
+    logits = model.fuse(head_logits(model, data, device))
+    loss = nn.functional.cross_entropy(logits, data.targets.to(device)).item()
+    return loss, torch.softmax(logits.float(), dim=1).cpu()
+
+
+# Tried in this order; a later weight must do strictly better on validation to be chosen.
+APPEARANCE_WEIGHTS = (0.5, 0.25, 0.75, 0.0, 1.0)
+
+
+def choose_appearance_weight(model: VideoClassifier, val: Tensors, device: torch.device) -> float:
+    """Late fusion: weigh the appearance head against the motion head by validation accuracy
+    (then loss). One stream may carry no signal for a task (motion for object classes,
+    appearance for direction classes); this lets the other decide."""
+    heads = head_logits(model, val, device)
+    targets = val.targets.to(device)
+    best_key, best_weight = None, 0.5
+    for weight in APPEARANCE_WEIGHTS:
+        model.set_appearance_weight(weight)
+        fused = model.fuse(heads)
+        key = ((fused.argmax(1) == targets).float().mean().item(),
+               -nn.functional.cross_entropy(fused, targets).item())
+        if best_key is None or key > best_key:
+            best_key, best_weight = key, weight
+    model.set_appearance_weight(best_weight)
+    return best_weight
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -332,9 +359,11 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOpti
             batch = train.select(epoch_rows[rows])
             if batch.rgb is not None:
                 batch.rgb = _random_resized_crop(batch.rgb, generator, options.hflip)
-            logits = _forward(model, batch, device)
+            heads = _head_logits(model, batch, device)
             targets = batch.targets.to(device)
-            loss = nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.05)
+            loss = sum(nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.05)
+                       for logits in heads)
+            logits = model.fuse([h.detach() for h in heads])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, 5.0)
@@ -345,6 +374,8 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOpti
             batch_bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        if model.late_fusion:
+            choose_appearance_weight(model, val, device)
         val_loss, val_prob = evaluate(model, val, device)
         val_acc = float((val_prob.argmax(1) == val.targets).float().mean())
         record = EpochRecord(epoch, total_loss / seen, correct / seen, val_loss, val_acc, lr,
@@ -392,7 +423,7 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
     for name, counts in splits.counts().items():
         log(f"{name}: {sum(counts.values())} clips  " + "  ".join(f"{k}={v}" for k, v in counts.items()))
     config = ModelConfig(labels=splits.labels, **config_overrides)  # type: ignore[arg-type]
-    spec = SamplingSpec(config.frames, config.size, config.flow_size if config.uses_flow else None)
+    spec = config.sampling()
     model = VideoClassifier(config).to(device)
     train_views, train_failed = prepare_views(splits.train, spec, options.views, options.seed,
                                               options.workers, log, "decoding train")

@@ -25,15 +25,41 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tasks  # noqa: E402
 
-# Named training configurations (extra `vidclf train` options on top of the defaults).
+# Named training configurations: extra `vidclf train` options on top of the defaults. Each
+# ablation changes one thing from the defaults, so a row reads as "what if we had chosen X".
 CONFIGS: dict[str, str] = {
     "default": "",
     "order-blind": "--temporal mean",
-    "small+flow": "--backbone small",
-    "flow-only": "--backbone none",
-    "lite0-only": "--motion none",
+    # backbone and streams
+    "small-cnn": "--backbone small",
+    "finetune-lite0": "--finetune --epochs 10",  # ~2 min an epoch here: a short schedule
+    "motion-only": "--backbone none",
+    "appearance-only": "--motion none",
+    # motion input and its encoder
+    "dis-flow": "--motion dis",
+    "frame-diff": "--motion diff",
+    "flow-grid-summary": "--motion-encoder grid",
+    # fusion
+    "fusion-concat": "--fusion concat",
+    "fusion-project": "--fusion project",
+    # pooling, frames, frame size
+    "grid-pooling": "--pooling grid",
+    "T8": "--frames 8",
+    "T32": "--frames 32",
+    "size160": "--size 160",
+    "size224": "--size 224",
+    # the LSTM and its schedule
+    "lstm-last-state": "--readout last",
+    "lstm-64": "--hidden 64",
+    "lstm-256": "--hidden 256",
+    "lstm-2-layers": "--layers 2",
+    "bidirectional": "--bidirectional",
+    "epochs-20": "--epochs 20",
+    "epochs-100": "--epochs 100 --patience 30",
 }
-TASKS = ("synthetic-motion", "camera-motion", "arrow-of-time")
+ABLATIONS = [name for name in CONFIGS if name != "default"]
+TASKS = ("synthetic-motion", "camera-motion", "arrow-of-time", "appearance")
+BUILDERS = {"camera-motion": tasks.camera_motion, "arrow-of-time": tasks.arrow_of_time, "appearance": tasks.appearance}
 
 
 def vidclf(args: list[str], env: dict[str, str]) -> str:
@@ -55,19 +81,23 @@ def build(task: str, root: Path, corpus: Path, scale: tasks.Scale, seed: int) ->
     if not (corpus / "manifest.json").is_file():
         print(f"| {task} | skipped: no corpus at {corpus} | | | | | |", flush=True)
         return None
-    builder = tasks.camera_motion if task == "camera-motion" else tasks.arrow_of_time
-    return builder(root, corpus, scale, seed)
+    return BUILDERS[task](root, corpus, scale, seed)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data, few epochs: minutes, for CI")
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--configs", default="default,order-blind")
+    parser.add_argument("--configs", default="default,order-blind",
+                        help=f"comma-separated names, or 'ablations' for all of: {', '.join(CONFIGS)}")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "videos")
     parser.add_argument("--train-args", default="", help="extra options for every vidclf train")
     args = parser.parse_args()
+    configs = ["default", *ABLATIONS] if args.configs == "ablations" else args.configs.split(",")
+    unknown = [name for name in configs if name not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
     scale = tasks.QUICK if args.quick else tasks.FULL
     extra = "--epochs 15 " if args.quick else ""
     print(f"accuracy suite ({'quick' if args.quick else 'full'}), {os.cpu_count()} CPU threads")
@@ -81,7 +111,7 @@ def main() -> None:
                 sets = build(task, root / "data", args.corpus, scale, seed)
                 if sets is None:
                     break
-                for config in args.configs.split(","):
+                for config in configs:
                     model = root / f"{config}.vidclf"
                     start = time.perf_counter()
                     vidclf(["train", str(sets["data"]), "--out", str(model), "--seed", str(seed),

@@ -1,5 +1,7 @@
 """Deterministic datasets for the accuracy suite, each laid out DATA/{train,val,test}/<label>/.
 
+The appearance task is the counterpart of synthetic-motion: its classes differ only in what is
+seen, and motion is drawn the same way for all of them, so a motion-only model cannot win it.
 Real-footage tasks draw on ../shared/videos (test material, never shipped) and split by
 source video, never by clip, so no test clip shares footage with a training clip.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from vidclf.samples import PARTNER, make_samples, reverse_clip, write_clip
 
 CAMERA_CLASSES = ("pan_left", "pan_right", "pan_up", "pan_down", "zoom_in", "zoom_out", "static")
 ARROW_CLASSES = ("forward", "reversed")
+SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "hexagon")
 CLIP_SIZE = 128  # side of the square clips the real-footage tasks write
 CLIP_FPS = 15.0
 
@@ -119,6 +123,42 @@ def arrow_clip(frames: list[np.ndarray], kind: str, rng: np.random.Generator, le
     return clip[::-1] if kind == "reversed" else clip
 
 
+def shape_vertices(kind: str) -> np.ndarray:
+    """Outline of a class's shape, radius about 1, centred on 0."""
+    if kind in ("circle", "square", "triangle", "hexagon"):
+        corners = {"circle": 48, "square": 4, "triangle": 3, "hexagon": 6}[kind]
+        t = np.linspace(0, 2 * math.pi, corners, endpoint=False) + (math.pi / 4 if kind == "square" else 0)
+        return np.stack([np.cos(t), np.sin(t)], 1)
+    if kind == "star":
+        t = np.linspace(0, 2 * math.pi, 10, endpoint=False)
+        r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+        return np.stack([r * np.cos(t), r * np.sin(t)], 1)
+    if kind == "cross":
+        a = 0.33
+        return np.array([[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a], [a, 1], [-a, 1], [-a, a],
+                         [-1, a], [-1, -a], [-a, -a]], float)
+    raise ValueError(kind)
+
+
+def appearance_clip(frames: list[np.ndarray], kind: str, rng: np.random.Generator, length: int) -> np.ndarray:
+    """A shape (the class) in a random colour over real footage, with motion drawn the same way
+    for every class: a random straight path, a random turn and a random change of size."""
+    clip = arrow_clip(frames, "forward", rng, length).copy()
+    verts = shape_vertices(kind)
+    colour = cv2.cvtColor(np.uint8([[[rng.integers(0, 180), rng.integers(150, 256), rng.integers(150, 256)]]]),
+                          cv2.COLOR_HSV2BGR)[0, 0].tolist()
+    size = CLIP_SIZE * rng.uniform(0.14, 0.22, 2)  # radius at the start and at the end
+    start, end = rng.uniform(0.3, 0.7, 2) * CLIP_SIZE, rng.uniform(0.3, 0.7, 2) * CLIP_SIZE
+    angle = rng.uniform(0, 2 * math.pi) + np.array([0.0, rng.uniform(-math.pi, math.pi)])
+    for t, frame in enumerate(clip):
+        a = t / (length - 1)
+        theta, radius = angle[0] + a * (angle[1] - angle[0]), size[0] + a * (size[1] - size[0])
+        rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+        points = verts @ rotation.T * radius + start + a * (end - start)
+        cv2.fillPoly(frame, [np.round(points * 16).astype(np.int32)], colour, cv2.LINE_AA, 4)
+    return clip
+
+
 def real_footage_task(root: Path, corpus: Path, scale: Scale, seed: int, classes: tuple[str, ...],
                       make_clip: Callable[[list[np.ndarray], str, np.random.Generator, int], np.ndarray]) -> dict[str, Path]:
     """Clips per class from every usable corpus video, foldered by the video's split."""
@@ -148,4 +188,8 @@ def camera_motion(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str
 
 def arrow_of_time(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
     return real_footage_task(root, corpus, scale, seed, ARROW_CLASSES, arrow_clip)
+
+
+def appearance(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
+    return real_footage_task(root, corpus, scale, seed, SHAPE_CLASSES, appearance_clip)
 
