@@ -192,6 +192,10 @@ def test_same_seed_gives_the_same_model_with_or_without_worker_processes(tmp_pat
                          "--frames", "6", "--epochs", "2", "--workers", workers, "--seed", "5", env=env)
         assert result.returncode == 0, result.stderr
         weights.append(torch.load(out, weights_only=True)["state_dict"])
+        # two streams, fused late: the validation-chosen weight is saved and reported
+        weight = json.loads(run_cli("info", str(out), "--json", env=env).stdout)["training"]["appearance_weight"]
+        assert weight in (0.0, 0.25, 0.5, 0.75, 1.0) and float(weights[-1]["appearance_weight"]) == weight
+        assert "late fusion: appearance head weight" in result.stderr
         (tmp_path / "cache").rename(tmp_path / f"cache-{workers}")  # the second run decodes afresh
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -258,6 +258,7 @@ def train(
 
     Examples:
       [bold]vidclf train sample_clips --out models/motion.vidclf[/bold]
+      [bold]vidclf train ./clips --preset motion[/bold]   (classes told apart by how things move)
       [bold]vidclf train ./clips --backbone small --epochs 40 --class-weights[/bold]
       [bold]vidclf train ./clips --resume[/bold]   (after Ctrl-C or a crash)
     """

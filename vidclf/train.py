@@ -448,6 +448,10 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
         "val_per_class_recall": {label: m.recall for label, m in report.per_class.items()},
         "options": {k: str(v) for k, v in asdict(options).items()},
     }
+    if model.late_fusion:
+        summary["appearance_weight"] = float(model.appearance_weight)
+        log(f"late fusion: appearance head weight {summary['appearance_weight']:g}, motion head "
+            f"{1 - summary['appearance_weight']:g} (chosen on validation)")
     save_model(model, options.out, summary, force=options.force)
     checkpoint_path(options.out).unlink(missing_ok=True)
     return TrainResult(best_epoch, best.val_acc, report, history, skipped, options.out)
