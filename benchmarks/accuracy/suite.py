@@ -59,7 +59,7 @@ CONFIGS: dict[str, str] = {
     "size224": "--size 224",
 }
 ABLATIONS = [name for name in CONFIGS if name != "default"]
-TASKS = ("synthetic-motion", "camera-motion", "arrow-of-time", "appearance")
+TASKS = ("synthetic-motion", "synthetic-order", "camera-motion", "arrow-of-time", "appearance")
 BUILDERS = {"camera-motion": tasks.camera_motion, "arrow-of-time": tasks.arrow_of_time, "appearance": tasks.appearance}
 
 
@@ -79,6 +79,8 @@ def evaluate(model: Path, data: Path, env: dict[str, str]) -> tuple[dict, float]
 def build(task: str, root: Path, corpus: Path, scale: tasks.Scale, seed: int) -> dict[str, Path] | None:
     if task == "synthetic-motion":
         return tasks.synthetic_motion(root, scale, seed)
+    if task == "synthetic-order":
+        return tasks.synthetic_order(root, scale, seed)
     if not (corpus / "manifest.json").is_file():
         print(f"| {task} | skipped: no corpus at {corpus} | | | | | |", flush=True)
         return None

@@ -21,7 +21,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # real footage makes FFmp
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vidclf.samples import PARTNER, make_samples, reverse_clip, write_clip
+from vidclf.samples import CLASSES, PARTNER, clip_spec, make_samples, render_clip, reverse_clip, write_clip
 
 CAMERA_CLASSES = ("pan_left", "pan_right", "pan_up", "pan_down", "zoom_in", "zoom_out", "static")
 ARROW_CLASSES = ("forward", "reversed")
@@ -53,6 +53,25 @@ def synthetic_motion(root: Path, scale: Scale, seed: int) -> dict[str, Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         reverse_clip(clip, target)
     return {"data": root, "reversed": root / "reversed"}
+
+
+def synthetic_order(root: Path, scale: Scale, seed: int) -> dict[str, Path]:
+    """8 "there and back" classes: a sample-generator clip followed by itself reversed, so
+    ``move_left_and_back`` goes left then returns. Each class and its partner
+    (``move_right_and_back``) show the same frames and the same motions in another order, so
+    an order-blind model cannot tell them apart: this is where the LSTM has to earn its place."""
+    for split, count, split_seed in (("train", scale.train_per_class, seed * 10 + 3),
+                                     ("test", scale.test_per_class, seed * 10 + 4)):
+        for first in CLASSES:
+            label = f"{first}_and_back"
+            for index in range(count):
+                spec = clip_spec(first, index, split_seed)
+                rng = np.random.default_rng([split_seed, CLASSES.index(first), index])
+                there = render_clip(first, rng, spec.num_frames, spec.width, spec.height)
+                path = root / split / label / f"{label}_{index:03d}{spec.suffix}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_clip(np.concatenate([there, there[-2::-1]]), path, spec.fps)
+    return {"data": root}
 
 
 def corpus_videos(corpus: Path, min_frames: int, min_side: int = 120) -> list[Path]:
