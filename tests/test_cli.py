@@ -37,6 +37,13 @@ def test_help_does_not_import_torch_or_opencv() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_help_shows_defaults_written_in_the_text() -> None:
+    """Rich markup must not swallow '[default: ...]' in an option's help (it reads as a tag)."""
+    text = " ".join(run_cli("train", "--help").stdout.split())
+    assert "[default: models/<DATA name>.vidclf]" in text and "[default: lite0]" in text
+    assert "[default: 0; appearance preset: 8]" in text
+
+
 def test_console_script_and_module_agree() -> None:
     script = Path(sys.executable).with_name("vidclf")
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
@@ -97,10 +104,10 @@ def test_make_samples_refuses_non_empty_folder(tmp_path: Path) -> None:
 def test_presets_fill_only_what_was_not_given() -> None:
     from vidclf.cli import UserFacingError, apply_preset
 
-    assert apply_preset("balanced", backbone=None, finetune=None, epochs=None) == ("lite0", False, 60)
-    assert apply_preset("motion", backbone=None, finetune=None, epochs=None) == ("none", False, 60)
-    assert apply_preset("appearance", backbone=None, finetune=None, epochs=None) == ("lite0", True, 8)
-    assert apply_preset("appearance", backbone=None, finetune=False, epochs=30) == ("lite0", False, 30)
-    assert apply_preset("motion", backbone="small", finetune=None, epochs=None) == ("small", False, 60)
+    assert apply_preset("balanced", backbone=None, finetune_epochs=None, epochs=None) == ("lite0", 0, 60)
+    assert apply_preset("motion", backbone=None, finetune_epochs=None, epochs=None) == ("none", 0, 60)
+    assert apply_preset("appearance", backbone=None, finetune_epochs=None, epochs=None) == ("lite0", 8, 60)
+    assert apply_preset("appearance", backbone=None, finetune_epochs=0, epochs=30) == ("lite0", 0, 30)
+    assert apply_preset("motion", backbone="small", finetune_epochs=None, epochs=None) == ("small", 0, 60)
     with pytest.raises(UserFacingError, match="--preset must be one of balanced, motion, appearance"):
-        apply_preset("fast", backbone=None, finetune=None, epochs=None)
+        apply_preset("fast", backbone=None, finetune_epochs=None, epochs=None)

@@ -126,4 +126,12 @@ def test_frame_difference_is_one_signed_channel() -> None:
     assert diff.shape == (5, 1, 8, 8) and np.all(diff[0] == 0)
     # the white square moves right: grey rises ahead of it (right) and falls behind it (left)
     assert diff[1:, 0, :, 5:].sum() > 0 > diff[1:, 0, :, :2].sum()
-    assert set(MOTION_KINDS) == {"farneback", "dis", "diff"}
+    assert set(MOTION_KINDS) == {"farneback", "dis", "farneback+dis", "diff"}
+
+
+def test_two_flows_stack_as_two_channel_pairs() -> None:
+    frames = moving_square_frames()
+    both = clip_motion(frames, "farneback+dis", 8)
+    assert both.shape == (5, 4, 8, 8)
+    assert np.array_equal(both[:, :2], clip_motion(frames, "farneback", 8))
+    assert np.array_equal(both[:, 2:], clip_motion(frames, "dis", 8))

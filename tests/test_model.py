@@ -29,7 +29,7 @@ def small_config(**overrides) -> ModelConfig:
 
 
 @pytest.mark.parametrize("backbone", ["small", "lite0", "none"])
-@pytest.mark.parametrize("motion", ["farneback", "diff", "none"])
+@pytest.mark.parametrize("motion", ["farneback", "farneback+dis", "diff", "none"])
 @pytest.mark.parametrize("pooling", ["global", "grid"])
 def test_every_option_gives_logits(backbone: str, motion: str, pooling: str) -> None:
     if backbone == "none" and motion == "none":
@@ -37,9 +37,22 @@ def test_every_option_gives_logits(backbone: str, motion: str, pooling: str) -> 
             small_config(backbone=backbone, motion=motion)
         return
     model = VideoClassifier(small_config(backbone=backbone, motion=motion, pooling=pooling), pretrained=False).eval()
-    rgb, motion_maps = make_inputs(2, 6, channels=1 if motion == "diff" else 2)
+    rgb, motion_maps = make_inputs(2, 6, channels={"diff": 1, "farneback+dis": 4}.get(motion, 2))
     logits = model(torch.tensor([6, 4]), rgb=rgb, motion=motion_maps)
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+
+
+def test_flow_derivatives_per_flow_pair() -> None:
+    from vidclf.model import flow_derivatives
+
+    ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    expanding = torch.stack([xs, ys])[None]  # flow pointing away from the origin: divergence 2
+    turning = torch.stack([-ys, xs])[None]  # counter-clockwise rotation: curl 2
+    both = flow_derivatives(torch.cat([expanding, turning], dim=1))
+    assert both.shape == (1, 8, 8, 8)
+    assert torch.allclose(both[:, :4], flow_derivatives(expanding))
+    assert torch.allclose(both[0, 2], torch.full((8, 8), 2.0)) and torch.allclose(both[0, 3], torch.zeros(8, 8))
+    assert torch.allclose(both[0, 6], torch.zeros(8, 8)) and torch.allclose(both[0, 7], torch.full((8, 8), 2.0))
 
 
 @pytest.mark.parametrize("fusion", ["project", "concat", "late"])
@@ -224,21 +237,48 @@ def test_weights_that_do_not_match_config_are_refused(tmp_path: Path) -> None:
 
 
 
-def test_late_fusion_weight_is_saved_with_the_model(tmp_path: Path) -> None:
-    model = VideoClassifier(small_config(fusion="late")).eval()
-    model.set_appearance_weight(0.25)
+def test_late_fusion_weights_are_saved_with_the_model(tmp_path: Path) -> None:
+    model = VideoClassifier(small_config(fusion="late", motion="farneback+dis")).eval()
+    assert model.config.streams == ["appearance", "farneback", "dis"] and len(model.heads) == 3
+    model.set_stream_weights([0.25, 0.25, 0.5])
     save_model(model, tmp_path / "late.vidclf", {})
     loaded = load_model(tmp_path / "late.vidclf").model
-    assert float(loaded.appearance_weight) == 0.25
+    assert loaded.stream_weights.tolist() == [0.25, 0.25, 0.5]
+    rgb, motion = make_inputs(2, 6, channels=4)
+    lengths = torch.tensor([6, 3])
+    assert torch.allclose(model(lengths, rgb=rgb, motion=motion), loaded(lengths, rgb=rgb, motion=motion), atol=1e-6)
+    heads = model.stream_logits(lengths, rgb=rgb, motion=motion)
+    expected = sum(w * h.log_softmax(1) for w, h in zip([0.25, 0.25, 0.5], heads))
+    assert torch.allclose(model.fuse(heads), expected)
+
+
+def test_format_1_model_files_still_load(tmp_path: Path) -> None:
+    """Format 1 had one motion encoder and a scalar appearance weight; such files load as
+    the same network (DIS models excepted: that flow's preset changed, so they must retrain)."""
+    model = VideoClassifier(small_config(fusion="late")).eval()
+    model.set_stream_weights([0.25, 0.75])
+    save_model(model, tmp_path / "v2.vidclf", {})
+    payload = torch.load(tmp_path / "v2.vidclf", weights_only=True)
+    state = {k.replace("motion_encoders.0.", "motion_encoder."): v for k, v in payload["state_dict"].items()
+             if k != "stream_weights"}
+    payload.update(format_version=1, state_dict={**state, "appearance_weight": torch.tensor(0.25)})
+    torch.save(payload, tmp_path / "v1.vidclf")
+    loaded = load_model(tmp_path / "v1.vidclf").model
     rgb, motion = make_inputs(2, 6)
     lengths = torch.tensor([6, 3])
     assert torch.allclose(model(lengths, rgb=rgb, motion=motion), loaded(lengths, rgb=rgb, motion=motion), atol=1e-6)
+    metadata = json.loads(payload["metadata"])
+    metadata["config"]["motion"] = "dis"
+    payload["metadata"] = json.dumps(metadata)
+    torch.save(payload, tmp_path / "v1-dis.vidclf")
+    with pytest.raises(ModelFileError, match="DIS 'ultrafast' flow.*retrain it"):
+        load_model(tmp_path / "v1-dis.vidclf")
 
 
 def test_training_weighs_late_fusion_towards_the_stream_that_carries_the_label(tmp_path: Path) -> None:
     """Labels live only in the motion maps' sign; frames are noise. Validation must make the
     motion head count more than the appearance head, and the fused model must be right."""
-    from vidclf.train import Tensors, TrainOptions, choose_appearance_weight, evaluate, fit
+    from vidclf.train import Stage, Tensors, TrainOptions, choose_stream_weights, evaluate, fit, head_logits
 
     def make(n: int, seed: int) -> Tensors:
         targets = torch.arange(n) % 2
@@ -251,9 +291,11 @@ def test_training_weighs_late_fusion_towards_the_stream_that_carries_the_label(t
     model = VideoClassifier(small_config(labels=["neg", "pos"], fusion="late"))
     options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", epochs=8, batch_size=8, lr=5e-3)
     train, val = make(32, 1), make(16, 2)
-    _, best_state, _ = fit(model, train, val, options, ["neg", "pos"], torch.device("cpu"), lambda line: None)
-    model.load_state_dict(best_state)
-    assert choose_appearance_weight(model, val, torch.device("cpu")) < 0.5
+    stage = Stage("train", options.epochs, tmp_path / "m.ckpt")
+    best, _ = fit(model, train, val, options, ["neg", "pos"], torch.device("cpu"), lambda line: None, stage)
+    model.load_state_dict(best.state)
+    appearance, motion = choose_stream_weights(model, head_logits(model, val, torch.device("cpu")), val.targets)
+    assert appearance < 0.5 < motion
     _, probabilities = evaluate(model, val, torch.device("cpu"))
     assert (probabilities.argmax(1) == val.targets).float().mean() == 1.0
 

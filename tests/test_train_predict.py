@@ -193,9 +193,11 @@ def test_same_seed_gives_the_same_model_with_or_without_worker_processes(tmp_pat
         assert result.returncode == 0, result.stderr
         weights.append(torch.load(out, weights_only=True)["state_dict"])
         # two streams, fused late: the validation-chosen weight is saved and reported
-        weight = json.loads(run_cli("info", str(out), "--json", env=env).stdout)["training"]["appearance_weight"]
-        assert weight in (0.0, 0.25, 0.5, 0.75, 1.0) and float(weights[-1]["appearance_weight"]) == weight
-        assert "late fusion: appearance head weight" in result.stderr
+        chosen = json.loads(run_cli("info", str(out), "--json", env=env).stdout)["training"]["stream_weights"]
+        assert list(chosen) == ["appearance", "farneback"] and sum(chosen.values()) == 1.0
+        assert chosen["appearance"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+        assert weights[-1]["stream_weights"].tolist() == list(chosen.values())
+        assert "late fusion: head weights appearance" in result.stderr
         (tmp_path / "cache").rename(tmp_path / f"cache-{workers}")  # the second run decodes afresh
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -376,3 +378,39 @@ def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
     meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
     assert meta["config"]["temporal"] == "mean"
     assert not any(k.startswith("lstm.") for k in __import__("torch").load(out, weights_only=True)["state_dict"])
+
+
+def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: Path) -> None:
+    import torch
+
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    data = tmp_path / "data"
+    make_samples(data, clips_per_class=4, seed=6, classes=("move_left", "move_right"))
+    out = tmp_path / "ft.vidclf"
+    args = ["train", str(data), "--out", str(out), "--size", "48", "--frames", "4", "--epochs", "3",
+            "--finetune-epochs", "12", "--patience", "100", "--batch-size", "4", "--workers", "0"]
+    process = subprocess.Popen([sys.executable, "-m", "vidclf", *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = out.with_name(out.name + ".finetune.ckpt")
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists() and not out.exists()
+    resumed = run_cli(*args, "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {checkpoint}" in resumed.stderr  # the frozen stage is not redone
+    rows = list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 16))
+    assert [r["stage"] for r in rows] == ["train"] * 3 + ["finetune"] * 12
+    assert not checkpoint.exists() and not out.with_name(out.name + ".ckpt").exists()
+    meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+    # the best epoch of either stage is kept; a fine-tuned backbone is stored, a frozen one is not
+    best_stage = meta["training"]["best_stage"]
+    stored = any(k.startswith("backbone.") for k in torch.load(out, weights_only=True)["state_dict"])
+    assert best_stage == rows[meta["training"]["best_epoch"] - 1]["stage"]
+    assert stored == (best_stage == "finetune") == (not meta["config"]["frozen"])
+    refused = run_cli(*args[:-2], "--backbone", "none", "--out", str(tmp_path / "x.vidclf"), env=env)
+    assert refused.returncode == 2 and "--finetune-epochs needs --backbone lite0" in refused.stderr

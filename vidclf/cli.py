@@ -202,9 +202,9 @@ DEVICE_HELP = "auto (CUDA when present), cpu or cuda."
 PRESETS: dict[str, dict[str, object]] = {
     "balanced": {},
     "motion": {"backbone": "none"},
-    "appearance": {"finetune": True, "epochs": 8},
+    "appearance": {"finetune_epochs": 8},
 }
-PRESET_FALLBACKS: dict[str, object] = {"backbone": "lite0", "finetune": False, "epochs": 60}
+PRESET_FALLBACKS: dict[str, object] = {"backbone": "lite0", "finetune_epochs": 0, "epochs": 60}
 
 
 def apply_preset(preset: str, **given: object) -> tuple[object, ...]:
@@ -221,12 +221,12 @@ def apply_preset(preset: str, **given: object) -> tuple[object, ...]:
 def train(
     data: Annotated[Path, typer.Argument(help="DATA/<label>/<video>, or DATA/train|val[|test]/<label>/<video>.",
                                          show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Model file to write [default: models/<DATA name>.vidclf].",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Model file to write \\[default: models/<DATA name>.vidclf].",
                                                 show_default=False)] = None,
     preset: Annotated[str, typer.Option(help="Starting point for the options below: balanced (appearance + motion), "
                                              "motion (no appearance stream: fastest), appearance (fine-tunes Lite0: slower, "
                                              "for classes told apart by what is seen). Options given explicitly win.")] = "balanced",
-    backbone: Annotated[Optional[str], typer.Option(help="Appearance CNN: lite0 (ImageNet-pretrained), small (from scratch) or none [default: lite0].",
+    backbone: Annotated[Optional[str], typer.Option(help="Appearance CNN: lite0 (ImageNet-pretrained), small (from scratch) or none \\[default: lite0].",
                                                     show_default=False)] = None,
     motion: Annotated[str, typer.Option(help="Motion stream input: farneback or dis (OpenCV optical flow), diff (frame difference) or none.")] = "farneback",
     motion_encoder: Annotated[str, typer.Option(help="Motion maps through a small CNN, or grid: fixed 4x4 summaries.")] = "cnn",
@@ -239,9 +239,8 @@ def train(
     hidden: Annotated[int, typer.Option(min=1, help="LSTM width.")] = 128,
     layers: Annotated[int, typer.Option(min=1, help="LSTM layers.")] = 1,
     bidirectional: Annotated[bool, typer.Option("--bidirectional", help="Read the sequence both ways.")] = False,
-    finetune: Annotated[Optional[bool], typer.Option("--finetune/--freeze-backbone", show_default=False,
-                                                     help="Train the pretrained backbone end to end, or keep it frozen (features cached) [default: frozen].")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Maximum epochs [default: 60; appearance preset: 8].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Maximum epochs with the backbone frozen (features cached) \\[default: 60].")] = None,
+    finetune_epochs: Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Then this many epochs training Lite0 end to end (slower; stored in the model file) \\[default: 0; appearance preset: 8].")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = 8,
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate (AdamW, cosine decay).")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed for split, sampling and initialisation.")] = 0,
@@ -264,14 +263,18 @@ def train(
     """
     from vidclf.train import TrainOptions, train as run_training
 
-    backbone, finetune, epochs = apply_preset(preset, backbone=backbone, finetune=finetune, epochs=epochs)
+    backbone, finetune_epochs, epochs = apply_preset(preset, backbone=backbone, finetune_epochs=finetune_epochs,
+                                                     epochs=epochs)
+    if finetune_epochs and backbone != "lite0":
+        raise UserFacingError("invalid option: --finetune-epochs needs --backbone lite0 (only a pretrained "
+                              "backbone is fine-tuned)", ExitCode.USAGE)
     out = out or Path("models") / f"{data.resolve().name}.vidclf"
-    options = TrainOptions(data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                           workers=workers, device=device, val_split=val_split, patience=patience,
+    options = TrainOptions(data=data, out=out, epochs=epochs, finetune_epochs=finetune_epochs, batch_size=batch_size,
+                           lr=lr, seed=seed, workers=workers, device=device, val_split=val_split, patience=patience,
                            class_weights=class_weights, hflip=hflip, force=force, resume=resume)
     overrides = {"backbone": backbone, "motion": motion, "motion_encoder": motion_encoder, "fusion": fusion,
                  "frames": frames, "size": size, "pooling": pooling, "temporal": temporal, "readout": readout,
-                 "hidden": hidden, "layers": layers, "bidirectional": bidirectional, "frozen": not finetune,
+                 "hidden": hidden, "layers": layers, "bidirectional": bidirectional,
                  "extra": {"preset": preset}}
     from vidclf.model import ModelConfig
 
@@ -317,15 +320,15 @@ def predict(
     videos: Annotated[Optional[list[str]], typer.Argument(
         help="Video files, folders (searched recursively), stream URLs (http, https, rtsp) or - to read paths from stdin.",
         show_default=False)] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file [default: the shipped default model].",
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file \\[default: the shipped default model].",
                                                   show_default=False)] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels to show per video.")] = 5,
-    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table, json, jsonl, csv, or srt with --window [default: table on a terminal, jsonl when piped].",
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table, json, jsonl, csv, or srt with --window \\[default: table on a terminal, jsonl when piped].",
                                                show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
     clips: Annotated[int, typer.Option("--clips", min=1, help="Clips sampled per video, probabilities averaged (multi-clip testing).")] = 1,
     window: Annotated[Optional[float], typer.Option("--window", min=0.05, help="Timeline: classify windows of this many seconds.", show_default=False)] = None,
-    stride: Annotated[Optional[float], typer.Option("--stride", min=0.05, help="Seconds between window starts [default: half the window].", show_default=False)] = None,
+    stride: Annotated[Optional[float], typer.Option("--stride", min=0.05, help="Seconds between window starts \\[default: half the window].", show_default=False)] = None,
     smooth: Annotated[int, typer.Option("--smooth", min=1, help="Timeline: average each window's scores with the K-1 before it.")] = 1,
     min_score: Annotated[float, typer.Option("--min-score", min=0.0, max=1.0, help="Timeline: drop windows whose top score is lower.")] = 0.0,
     camera: Annotated[Optional[int], typer.Option("--camera", min=0, help="Read a camera (device index) instead of files; needs --window.", show_default=False)] = None,
@@ -407,10 +410,10 @@ def info(
 @command
 def eval(  # noqa: A001 - the command is called eval
     data: Annotated[Path, typer.Argument(help="DATA/<label>/<video>; a test/ split is used when present.", show_default=False)],
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file [default: the shipped default model].",
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file \\[default: the shipped default model].",
                                                   show_default=False)] = None,
     clips: Annotated[int, typer.Option("--clips", min=1, help="Clips sampled per video, probabilities averaged.")] = 1,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="k of top-k accuracy [default: 5 or the number of classes].",
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="k of top-k accuracy \\[default: 5 or the number of classes].",
                                                  show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")] = None,
@@ -473,7 +476,7 @@ def eval(  # noqa: A001 - the command is called eval
 def frames(
     video: Annotated[Path, typer.Argument(help="A video file.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("frames.png"),
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Take T and size from this model [default: the shipped default model].",
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Take T and size from this model \\[default: the shipped default model].",
                                                   show_default=False)] = None,
     num_frames: Annotated[Optional[int], typer.Option("--frames", min=1, help="T, overriding the model's.", show_default=False)] = None,
     size: Annotated[Optional[int], typer.Option("--size", min=16, help="Frame size, overriding the model's.", show_default=False)] = None,

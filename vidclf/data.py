@@ -23,7 +23,7 @@ from vidclf.errors import VidclfError
 from vidclf.motion import clip_motion, motion_channels
 from vidclf.video import Clip, VideoError, find_videos, sample_frames
 
-CACHE_VERSION = 2  # bump when the cached arrays' meaning changes
+CACHE_VERSION = 3  # bump when the cached arrays' meaning changes
 SPLIT_NAMES = ("train", "val", "test")
 
 

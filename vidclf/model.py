@@ -7,6 +7,7 @@ frames and raw flow maps, and training and prediction can never disagree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
@@ -18,7 +19,7 @@ from vidclf.data import SamplingSpec
 from vidclf.motion import MOTION_KINDS, motion_channels
 
 Backbone = Literal["lite0", "small", "none"]
-Motion = Literal["farneback", "dis", "diff", "none"]
+Motion = Literal["farneback", "dis", "farneback+dis", "diff", "none"]
 MotionEncoding = Literal["cnn", "grid"]
 Fusion = Literal["project", "concat", "late"]
 Pooling = Literal["global", "grid"]
@@ -90,8 +91,14 @@ class ModelConfig:
         return self.motion != "none"
 
     @property
-    def two_streams(self) -> bool:
-        return self.backbone != "none" and self.uses_motion
+    def motion_kinds(self) -> list[str]:
+        """One motion stream per kind: "farneback+dis" is two flow streams."""
+        return self.motion.split("+") if self.uses_motion else []
+
+    @property
+    def streams(self) -> list[str]:
+        """The input streams by name: "appearance" (when there is a backbone), then the motion kinds."""
+        return (["appearance"] if self.backbone != "none" else []) + self.motion_kinds
 
     def sampling(self) -> SamplingSpec:
         """How clips become this model's inputs (frames and motion maps)."""
@@ -154,18 +161,21 @@ def _pooled_dim(channels: int, pooling: Pooling) -> int:
 
 
 def flow_derivatives(flow: Tensor) -> Tensor:
-    """(dx, dy) maps → (dx, dy, divergence, curl): growth and rotation as explicit channels.
+    """(dx, dy) maps, one pair per flow method → (dx, dy, divergence, curl) per pair: growth
+    and rotation as explicit channels.
 
     Translation shows in dx/dy directly, but growing/shrinking and turning are local patterns
     of the flow's derivatives (as in motion-boundary descriptors); computing them here spares
     the small encoder from learning them from few clips.
     """
-    dx, dy = flow[:, 0], flow[:, 1]
-    ddx_dx = torch.gradient(dx, dim=2)[0]
-    ddy_dy = torch.gradient(dy, dim=1)[0]
-    ddy_dx = torch.gradient(dy, dim=2)[0]
-    ddx_dy = torch.gradient(dx, dim=1)[0]
-    return torch.stack([dx, dy, ddx_dx + ddy_dy, ddy_dx - ddx_dy], dim=1)
+    channels = []
+    for dx, dy in zip(flow[:, 0::2].unbind(1), flow[:, 1::2].unbind(1)):
+        ddx_dx = torch.gradient(dx, dim=2)[0]
+        ddy_dy = torch.gradient(dy, dim=1)[0]
+        ddy_dx = torch.gradient(dy, dim=2)[0]
+        ddx_dy = torch.gradient(dx, dim=1)[0]
+        channels += [dx, dy, ddx_dx + ddy_dy, ddy_dx - ddx_dy]
+    return torch.stack(channels, dim=1)
 
 
 class MotionEncoder(nn.Module):
@@ -181,7 +191,7 @@ class MotionEncoder(nn.Module):
         self.is_flow, self.encoding, self.pooling = kind != "diff", encoding, pooling
         channels = motion_channels(kind)
         if encoding == "cnn":
-            cin = 4 if self.is_flow else channels
+            cin = 2 * channels if self.is_flow else channels
             self.body = nn.Sequential(_conv_block(cin, 16), _conv_block(16, 32), _conv_block(32, 64))
             width = _pooled_dim(64, pooling)
         else:
@@ -248,15 +258,15 @@ class VideoClassifier(nn.Module):
                 nn.LayerNorm(width), nn.Dropout(config.dropout),
                 *([nn.Linear(width, config.appearance_dim), nn.ReLU(inplace=True)] if projected else []))
             widths.append(config.appearance_dim if projected else width)
-        self.motion_encoder = (MotionEncoder(config.motion, config.motion_encoder, config.motion_dim, config.pooling)
-                               if config.uses_motion else None)
-        if config.uses_motion:
-            widths.append(config.motion_dim)
-        if config.fusion == "late" and len(widths) == 2:
+        self.motion_encoders = nn.ModuleList(
+            MotionEncoder(kind, config.motion_encoder, config.motion_dim, config.pooling) for kind in config.motion_kinds)
+        self.motion_channels = [motion_channels(kind) for kind in config.motion_kinds]
+        widths += [config.motion_dim] * len(self.motion_encoders)
+        if config.fusion == "late" and len(widths) >= 2:
             self.heads = nn.ModuleList(SequenceHead(w, labels, config) for w in widths)
-            # How much the appearance head counts against the motion head; training picks it
-            # on the validation clips (see ``set_appearance_weight``). A buffer: saved with the weights.
-            self.register_buffer("appearance_weight", torch.tensor(0.5))
+            # How much each stream's head counts; training picks them on the validation clips
+            # (see ``set_stream_weights``). A buffer: saved with the weights.
+            self.register_buffer("stream_weights", torch.full((len(widths),), 1.0 / len(widths)))
         else:
             self.heads = nn.ModuleList([SequenceHead(sum(widths), labels, config)])
         self.train()  # a frozen backbone starts in eval mode too, not only after .train()
@@ -266,6 +276,14 @@ class VideoClassifier(nn.Module):
         if self.backbone is not None and self.config.frozen:
             self.backbone.eval()  # frozen means frozen: BatchNorm statistics too
         return self
+
+    def set_backbone_frozen(self, frozen: bool) -> None:
+        """Freeze the pretrained backbone (features cacheable, weights not stored in the model
+        file) or unfreeze it for fine-tuning (then its weights are stored)."""
+        assert self.backbone is not None and self.config.backbone == "lite0", "only lite0 is frozen or fine-tuned"
+        self.config.frozen = frozen
+        self.backbone.requires_grad_(not frozen)
+        self.train(self.training)
 
     def appearance_features(self, rgb: Tensor) -> Tensor:
         """uint8 RGB ``(B, T, H, W, 3)`` → pooled backbone features ``(B, T, D)``.
@@ -290,11 +308,12 @@ class VideoClassifier(nn.Module):
 
     @property
     def late_fusion(self) -> bool:
-        return len(self.heads) == 2
+        return len(self.heads) >= 2
 
     def stream_logits(self, lengths: Tensor, rgb: Tensor | None = None, motion: Tensor | None = None,
                       appearance: Tensor | None = None) -> list[Tensor]:
-        """Logits of each head: [appearance, motion] under late fusion, else one fused head.
+        """Logits of each head: one per stream (``config.streams``) under late fusion, else
+        one fused head.
 
         Training puts the loss on each of these, so with late fusion every stream is a
         classifier on its own (as in two-stream networks).
@@ -305,27 +324,27 @@ class VideoClassifier(nn.Module):
                 assert rgb is not None, "pass rgb frames or cached appearance features"
                 appearance = self.appearance_features(rgb)
             streams.append(self.appearance_proj(appearance))
-        if self.motion_encoder is not None:
+        if self.motion_encoders:
             assert motion is not None, "this model needs motion maps"
             batch, steps = motion.shape[:2]
-            streams.append(self.motion_encoder(motion.flatten(0, 1)).reshape(batch, steps, -1))
+            maps = motion.flatten(0, 1).split(self.motion_channels, dim=1)  # a channel group per kind
+            streams += [encoder(part).reshape(batch, steps, -1) for encoder, part in zip(self.motion_encoders, maps)]
         if self.late_fusion:
             return [head(stream, lengths) for head, stream in zip(self.heads, streams)]
         return [self.heads[0](torch.cat(self._drop_one_stream(streams), dim=2), lengths)]
 
     def fuse(self, logits: list[Tensor]) -> Tensor:
-        """Class logits from the heads' logits: late fusion is a weighted product of the two
+        """Class logits from the heads' logits: late fusion is a weighted product of the
         heads' probabilities (a weighted sum of log-probabilities)."""
         if not self.late_fusion:
             return logits[0]
-        weight = self.appearance_weight
-        return weight * logits[0].log_softmax(1) + (1 - weight) * logits[1].log_softmax(1)
+        return sum(weight * head.log_softmax(1) for weight, head in zip(self.stream_weights, logits))
 
-    def set_appearance_weight(self, weight: float) -> None:
-        self.appearance_weight.fill_(weight)
+    def set_stream_weights(self, weights: Sequence[float]) -> None:
+        self.stream_weights.copy_(torch.tensor(weights, dtype=self.stream_weights.dtype))
 
     def _drop_one_stream(self, streams: list[Tensor]) -> list[Tensor]:
-        """Training: hide appearance or motion for a random subset of clips (modality dropout).
+        """Training: hide one stream for a random subset of clips (modality dropout).
 
         Frozen appearance features let a small training set be memorised by background alone
         before the motion stream learns anything; hiding a stream now and then makes each one
@@ -335,8 +354,6 @@ class VideoClassifier(nn.Module):
             return streams
         batch, device = streams[0].shape[0], streams[0].device
         hide = torch.rand(batch, device=device) < self.config.stream_dropout
-        which = torch.rand(batch, device=device) < 0.5
+        which = torch.randint(len(streams), (batch,), device=device)
         shape = (batch,) + (1,) * (streams[0].dim() - 1)
-        keep_appearance = (~(hide & which)).to(streams[0].dtype).reshape(shape)
-        keep_motion = (~(hide & ~which)).to(streams[1].dtype).reshape(shape)
-        return [streams[0] * keep_appearance, streams[1] * keep_motion]
+        return [stream * (~(hide & (which == n))).to(stream.dtype).reshape(shape) for n, stream in enumerate(streams)]

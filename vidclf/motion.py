@@ -4,11 +4,13 @@ Frozen appearance features do not carry the direction of motion (a clip and its 
 alike frame by frame), so motion reaches the model explicitly, as small dense maps computed
 with OpenCV between consecutive sampled frames:
 
-- ``farneback``: Farnebäck dense optical flow (dx, dy). The default: on the accuracy suite it
-  beat DIS on growing/shrinking and turning objects (see benchmarks/accuracy/README.md), at
-  about 1.5 ms per frame pair at 112 px on one core.
-- ``dis``: DIS optical flow, ultrafast preset (dx, dy): about 0.1 ms per pair; on the suite it
-  did better than Farneback on camera pans and zooms over real footage.
+- ``farneback``: Farnebäck dense optical flow (dx, dy), about 1.7 ms per frame pair at 112 px
+  on one core. On the accuracy suite it beat DIS on growing/shrinking and turning objects
+  (see benchmarks/accuracy/README.md).
+- ``dis``: DIS optical flow, medium preset (dx, dy), about 0.7 ms per pair. On the suite it
+  beat Farneback on camera pans and zooms over real footage (the ultrafast preset, 0.06 ms,
+  was worse than medium at both).
+- ``farneback+dis``: both flows stacked (4 channels); the motion encoder learns which to trust.
 - ``diff``: the signed grey-level frame difference (one channel): no flow at all, the
   cheapest motion cue, for the ablations.
 """
@@ -20,8 +22,9 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-MOTION_KINDS: tuple[str, ...] = ("farneback", "dis", "diff")
-MOTION_NAMES = {"farneback": "OpenCV Farneback optical flow", "dis": "OpenCV DIS optical flow (ultrafast)",
+MOTION_KINDS: tuple[str, ...] = ("farneback", "dis", "farneback+dis", "diff")
+MOTION_NAMES = {"farneback": "OpenCV Farneback optical flow", "dis": "OpenCV DIS optical flow (medium)",
+                "farneback+dis": "OpenCV Farneback and DIS (medium) optical flows",
                 "diff": "grey-level frame difference"}
 # Flow is measured in pixels at the sampled frame size; dividing by the frame side makes it a
 # fraction of the frame, and this gain brings typical values near unit scale for the network.
@@ -33,20 +36,27 @@ FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, po
 
 
 def motion_channels(kind: str) -> int:
-    """Channels per step of a motion map: 2 for flow (dx, dy), 1 for frame difference."""
-    return 1 if kind == "diff" else 2
+    """Channels per step of a motion map: (dx, dy) per flow, 1 for frame difference."""
+    return 1 if kind == "diff" else 2 * len(kind.split("+"))
+
+
+def _flow_function(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    if name == "farneback":
+        return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, **FARNEBACK)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return lambda prev, nxt: dis.calc(prev, nxt, None)
 
 
 def _pair_function(kind: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """(previous grey, next grey) → (H, W, C) float32 motion in pixels (or grey levels)."""
-    if kind == "farneback":
-        return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, **FARNEBACK)
-    if kind == "dis":
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        return lambda prev, nxt: dis.calc(prev, nxt, None)
+    if kind not in MOTION_KINDS:
+        raise ValueError(f"motion must be one of {', '.join(MOTION_KINDS)}; got {kind!r}")
     if kind == "diff":
         return lambda prev, nxt: (nxt.astype(np.float32) - prev.astype(np.float32))[:, :, None]
-    raise ValueError(f"motion must be one of {', '.join(MOTION_KINDS)}; got {kind!r}")
+    flows = [_flow_function(name) for name in kind.split("+")]
+    if len(flows) == 1:
+        return flows[0]
+    return lambda prev, nxt: np.concatenate([flow(prev, nxt) for flow in flows], axis=2)
 
 
 def clip_motion(frames_rgb: np.ndarray, kind: str, map_size: int) -> np.ndarray:

@@ -1,8 +1,13 @@
 """Training: data folder → cached clip views → fitted classifier → model file.
 
 Stages, each a small function: ``plan_splits`` (find, split, count) → ``prepare_views``
-(decode + motion maps, cached, in parallel) → ``prepare_features`` (frozen backbone features, cached)
-→ ``fit`` (epochs with early stopping, a resumable checkpoint after each) → ``save_model``.
+(decode + motion maps, cached, in parallel) → ``stack_inputs`` (frozen backbone features, cached)
+→ ``fit`` (epochs with early stopping, a resumable checkpoint after each) → optionally ``fit`` again
+with the backbone unfrozen (fine-tuning) → ``save_model``.
+
+Fine-tuning comes after the frozen stage, not instead of it ("linear probing, then fine-tuning":
+Kumar et al., ICLR 2022): the heads, the motion stream above all, get their many cheap epochs on
+cached features, and the few costly end-to-end epochs start from heads that already work.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class TrainOptions:
     data: Path
     out: Path
     epochs: int = 60
+    finetune_epochs: int = 0  # after the frozen-backbone epochs, train the backbone end to end
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-2
@@ -95,6 +101,25 @@ class EpochRecord:
     val_acc: float
     lr: float
     seconds: float
+    stage: str = "train"  # "train" (backbone frozen or trained from scratch), or "finetune"
+
+
+@dataclass
+class Stage:
+    """A run of epochs with its own optimiser, schedule and checkpoint file."""
+
+    name: str
+    epochs: int
+    checkpoint: Path
+
+
+@dataclass
+class Best:
+    """The best epoch so far by (validation accuracy, -validation loss), and its weights."""
+
+    epoch: int = 0
+    key: tuple[float, float] = (-1.0, 0.0)
+    state: dict[str, Tensor] | None = None
 
 
 @dataclass
@@ -258,37 +283,50 @@ def head_logits(model: VideoClassifier, data: Tensors, device: torch.device, bat
     return [torch.cat(head) for head in zip(*parts)]
 
 
-def evaluate(model: VideoClassifier, data: Tensors, device: torch.device) -> tuple[float, Tensor]:
-    """Mean cross-entropy and the class probabilities of every row."""
-    logits = model.fuse(head_logits(model, data, device))
-    loss = nn.functional.cross_entropy(logits, data.targets.to(device)).item()
+def fused_scores(model: VideoClassifier, heads: list[Tensor], targets: Tensor) -> tuple[float, Tensor]:
+    """Mean cross-entropy and the class probabilities of every row, from the heads' logits."""
+    logits = model.fuse(heads)
+    loss = nn.functional.cross_entropy(logits, targets.to(logits.device)).item()
     return loss, torch.softmax(logits.float(), dim=1).cpu()
 
 
-# Tried in this order; a later weight must do strictly better on validation to be chosen.
-APPEARANCE_WEIGHTS = (0.5, 0.25, 0.75, 0.0, 1.0)
+def evaluate(model: VideoClassifier, data: Tensors, device: torch.device) -> tuple[float, Tensor]:
+    """Mean cross-entropy and the class probabilities of every row."""
+    return fused_scores(model, head_logits(model, data, device), data.targets)
 
 
-def choose_appearance_weight(model: VideoClassifier, val: Tensors, device: torch.device) -> float:
-    """Late fusion: weigh the appearance head against the motion head by validation accuracy
-    (then loss). One stream may carry no signal for a task (motion for object classes,
-    appearance for direction classes); this lets the other decide."""
-    heads = head_logits(model, val, device)
-    targets = val.targets.to(device)
-    best_key, best_weight = None, 0.5
-    for weight in APPEARANCE_WEIGHTS:
-        model.set_appearance_weight(weight)
+def weight_grid(streams: int, steps: int = 4) -> list[tuple[float, ...]]:
+    """Late-fusion weightings to try: every split of 1 into quarters among the streams,
+    nearest to equal first (a later one must do strictly better on validation to win)."""
+    def splits(left: int, parts: int) -> list[tuple[int, ...]]:
+        if parts == 1:
+            return [(left,)]
+        return [(first, *rest) for first in range(left + 1) for rest in splits(left - first, parts - 1)]
+
+    grid = [tuple(q / steps for q in split) for split in splits(steps, streams)]
+    return sorted(grid, key=lambda w: sum((x - 1 / streams) ** 2 for x in w))
+
+
+def choose_stream_weights(model: VideoClassifier, heads: list[Tensor], targets: Tensor) -> tuple[float, ...]:
+    """Late fusion: weigh the streams' heads by validation accuracy (then loss), given their
+    validation logits. A stream may carry no signal for a task (motion for object classes,
+    appearance for direction classes), or one flow may suit the footage better than another;
+    this lets the others decide."""
+    targets = targets.to(heads[0].device)
+    best_key, best_weights = None, tuple(model.stream_weights.tolist())
+    for weights in weight_grid(len(heads)):
+        model.set_stream_weights(weights)
         fused = model.fuse(heads)
         key = ((fused.argmax(1) == targets).float().mean().item(),
                -nn.functional.cross_entropy(fused, targets).item())
         if best_key is None or key > best_key:
-            best_key, best_weight = key, weight
-    model.set_appearance_weight(best_weight)
-    return best_weight
+            best_key, best_weights = key, weights
+    model.set_stream_weights(best_weights)
+    return best_weights
 
 
-def checkpoint_path(out: Path) -> Path:
-    return out.with_name(out.name + ".ckpt")
+def checkpoint_path(out: Path, stage: str = "train") -> Path:
+    return out.with_name(out.name + (".ckpt" if stage == "train" else f".{stage}.ckpt"))
 
 
 def _save_checkpoint(path: Path, state: dict[str, object]) -> None:
@@ -312,89 +350,98 @@ def _pick_views(train: Tensors, generator: torch.Generator) -> Tensor:
 
 
 def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOptions, labels: Sequence[str],
-        device: torch.device, log: Log) -> tuple[int, dict[str, Tensor], list[EpochRecord]]:
-    """Train with AdamW + cosine decay and early stopping; checkpoint after every epoch.
+        device: torch.device, log: Log, stage: Stage, history: Sequence[EpochRecord] = (),
+        best: Best | None = None) -> tuple[Best, list[EpochRecord]]:
+    """One stage of training: AdamW + cosine decay over ``stage.epochs``, early stopping, a
+    checkpoint after every epoch. ``history`` and ``best`` carry over from an earlier stage
+    (epochs are numbered on from it), so the best epoch is the best of all stages.
 
-    Returns (best epoch, best weights, history). Each epoch's randomness comes from
-    (seed, epoch), so a resumed run continues exactly as the uninterrupted one would have.
+    Each epoch's randomness comes from (seed, epoch), so a resumed run continues exactly as
+    the uninterrupted one would have.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=options.epochs)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=stage.epochs)
     counts = torch.bincount(train.targets, minlength=len(labels)).float()
     weight = (counts.sum() / (len(labels) * counts.clamp(min=1))).to(device) if options.class_weights else None
-    history: list[EpochRecord] = []
-    best_epoch, best_key, best_state = 0, (-1.0, 0.0), None
-    start_epoch = 1
-    ckpt = checkpoint_path(options.out)
-    if options.resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if state["config"] != model.config.to_dict() or state["epochs"] != options.epochs:
-            raise DatasetError(f"{ckpt}: was made with other settings (model options, labels or "
+    history, best, done = list(history), best or Best(), 0
+    if options.resume and stage.checkpoint.is_file():
+        state = torch.load(stage.checkpoint, map_location="cpu", weights_only=True)
+        if state["config"] != model.config.to_dict() or state["epochs"] != stage.epochs:
+            raise DatasetError(f"{stage.checkpoint}: was made with other settings (model options, labels or "
                                "--epochs); rerun with the same options, or drop --resume")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history = [EpochRecord(**record) for record in state["history"]]
-        best_epoch, best_state = int(state["best_epoch"]), state["best_state"]
-        best_key = (float(state["best_key"][0]), float(state["best_key"][1]))
-        start_epoch = len(history) + 1
-        log(f"resuming from {ckpt} after epoch {len(history)}")
-    epochs_bar = tqdm(range(start_epoch, options.epochs + 1), desc="epochs", unit="epoch",
-                      disable=not sys.stderr.isatty(), initial=start_epoch - 1, total=options.epochs)
-    for epoch in epochs_bar:
-        if epoch - best_epoch > options.patience and best_epoch > 0:
+        best = Best(int(state["best_epoch"]), (float(state["best_key"][0]), float(state["best_key"][1])),
+                    state["best_state"])
+        done = int(state["stage_epochs_done"])
+        log(f"resuming from {stage.checkpoint} after epoch {len(history)}")
+    before = len(history) - done  # epochs of earlier stages
+    prefix = "" if stage.name == "train" else f"{stage.name} "
+    steps = tqdm(range(done + 1, stage.epochs + 1), desc=stage.name, unit="epoch",
+                 disable=not sys.stderr.isatty(), initial=done, total=stage.epochs)
+    for step in steps:
+        epoch = before + step
+        if best.epoch > 0 and epoch - max(best.epoch, before) > options.patience:
             log(f"early stop: no val improvement for {options.patience} epochs")
             break
         started = time.perf_counter()
-        generator = torch.Generator().manual_seed(options.seed * 100_003 + epoch)
-        torch.manual_seed(options.seed * 100_003 + epoch)  # dropout
-        model.train()
-        epoch_rows = _pick_views(train, generator)
-        total_loss = correct = seen = 0.0
-        batches = _epoch_batches(len(epoch_rows), options.batch_size, generator)
-        batch_bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False,
-                         disable=not sys.stderr.isatty())
-        for rows in batch_bar:
-            batch = train.select(epoch_rows[rows])
-            if batch.rgb is not None:
-                batch.rgb = _random_resized_crop(batch.rgb, generator, options.hflip)
-            heads = _head_logits(model, batch, device)
-            targets = batch.targets.to(device)
-            loss = sum(nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.05)
-                       for logits in heads)
-            logits = model.fuse([h.detach() for h in heads])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, 5.0)
-            optimizer.step()
-            total_loss += loss.item() * len(rows)
-            correct += (logits.argmax(1) == targets).sum().item()
-            seen += len(rows)
-            batch_bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
+        train_loss, train_acc = _train_epoch(model, train, options, epoch, weight, optimizer, params, device)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        heads = head_logits(model, val, device)
         if model.late_fusion:
-            choose_appearance_weight(model, val, device)
-        val_loss, val_prob = evaluate(model, val, device)
+            choose_stream_weights(model, heads, val.targets)
+        val_loss, val_prob = fused_scores(model, heads, val.targets)
         val_acc = float((val_prob.argmax(1) == val.targets).float().mean())
-        record = EpochRecord(epoch, total_loss / seen, correct / seen, val_loss, val_acc, lr,
-                             time.perf_counter() - started)
+        record = EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr,
+                             time.perf_counter() - started, stage.name)
         history.append(record)
-        if (val_acc, -val_loss) > best_key:
-            best_epoch, best_key = epoch, (val_acc, -val_loss)
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        log(f"epoch {epoch}/{options.epochs}  train loss {record.train_loss:.3f} acc {record.train_acc:.3f}  "
+        if (val_acc, -val_loss) > best.key:
+            best = Best(epoch, (val_acc, -val_loss), {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        log(f"{prefix}epoch {step}/{stage.epochs}  train loss {train_loss:.3f} acc {train_acc:.3f}  "
             f"val loss {val_loss:.3f} acc {val_acc:.3f}  {record.seconds:.1f}s"
-            + ("  *best" if best_epoch == epoch else ""))
+            + ("  *best" if best.epoch == epoch else ""))
         _write_metrics_csv(options.out, history)
-        _save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(),
-                                "history": [asdict(r) for r in history], "best_epoch": best_epoch,
-                                "best_key": list(best_key), "best_state": best_state,
-                                "config": model.config.to_dict(), "epochs": options.epochs})
-    assert best_state is not None, "no epoch ran"
-    return best_epoch, best_state, history
+        _save_checkpoint(stage.checkpoint, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "history": [asdict(r) for r in history], "best_epoch": best.epoch, "best_key": list(best.key),
+            "best_state": best.state, "config": model.config.to_dict(), "epochs": stage.epochs,
+            "stage_epochs_done": step})
+    assert best.state is not None, "no epoch ran"
+    return best, history
+
+
+def _train_epoch(model: VideoClassifier, train: Tensors, options: TrainOptions, epoch: int, weight: Tensor | None,
+                 optimizer: torch.optim.Optimizer, params: list[Tensor], device: torch.device) -> tuple[float, float]:
+    """One pass over one random view of every training clip; returns (mean loss, accuracy)."""
+    generator = torch.Generator().manual_seed(options.seed * 100_003 + epoch)
+    torch.manual_seed(options.seed * 100_003 + epoch)  # dropout
+    model.train()
+    epoch_rows = _pick_views(train, generator)
+    total_loss = correct = seen = 0.0
+    batches = _epoch_batches(len(epoch_rows), options.batch_size, generator)
+    batch_bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not sys.stderr.isatty())
+    for rows in batch_bar:
+        batch = train.select(epoch_rows[rows])
+        if batch.rgb is not None:
+            batch.rgb = _random_resized_crop(batch.rgb, generator, options.hflip)
+        heads = _head_logits(model, batch, device)
+        targets = batch.targets.to(device)
+        loss = sum(nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.05)
+                   for logits in heads)
+        logits = model.fuse([h.detach() for h in heads])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        total_loss += loss.item() * len(rows)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(rows)
+        batch_bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
+    return total_loss / seen, correct / seen
 
 
 def metrics_csv_path(out: Path) -> Path:
@@ -415,6 +462,8 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
     """The whole ``vidclf train`` job; ``config_overrides`` are ModelConfig fields."""
     if options.out.exists() and not options.force:
         raise ModelFileError(f"{options.out}: already exists; pass --force to overwrite it")
+    if options.finetune_epochs and config_overrides.get("backbone", "lite0") != "lite0":
+        raise DatasetError("--finetune-epochs needs --backbone lite0: only a pretrained backbone is fine-tuned")
     if options.resume and not checkpoint_path(options.out).is_file():
         log(f"note: no checkpoint at {checkpoint_path(options.out)}; starting from scratch")
     torch.manual_seed(options.seed)
@@ -432,29 +481,45 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
     for line in skipped:
         log(f"skipped: {line}")
     _check_still_trainable(train_views, val_views, splits, skipped)
-    train_tensors = stack_inputs(model, train_views, splits.train, splits.labels, spec, options.seed, device, log)
-    val_tensors = stack_inputs(model, val_views, splits.val, splits.labels, spec, options.seed, device, log)
-    best_epoch, best_state, history = fit(model, train_tensors, val_tensors, options, splits.labels, device, log)
-    model.load_state_dict(best_state)
+    stack = lambda views, items: stack_inputs(model, views, items, splits.labels, spec, options.seed, device, log)  # noqa: E731
+    best, history = Best(), []
+    finetune = Stage("finetune", options.finetune_epochs, checkpoint_path(options.out, "finetune"))
+    if not (options.resume and finetune.epochs and finetune.checkpoint.is_file()):
+        best, history = fit(model, stack(train_views, splits.train), stack(val_views, splits.val), options,
+                            splits.labels, device, log, Stage("train", options.epochs, checkpoint_path(options.out)))
+    if finetune.epochs:
+        if best.state is not None:
+            model.load_state_dict(best.state)  # fine-tune from the best frozen-backbone epoch
+        model.set_backbone_frozen(False)
+        log(f"fine-tuning the {config.backbone} backbone end to end for {finetune.epochs} epochs")
+        best, history = fit(model, stack(train_views, splits.train), stack(val_views, splits.val), options,
+                            splits.labels, device, log, finetune, history, best)
+        if history[best.epoch - 1].stage != "finetune":
+            model.set_backbone_frozen(True)  # its weights are the pretrained ones: keep the file small
+            log("fine-tuning did not beat the frozen backbone on validation: keeping the frozen-backbone model")
+    model.load_state_dict(best.state)
+    val_tensors = stack(val_views, splits.val)
     _, val_prob = evaluate(model, val_tensors, device)
     report = evaluate_scores(splits.labels, [str(splits.val[c].path) for c, _, _ in val_views],
                              [splits.labels[t] for t in val_tensors.targets.tolist()], val_prob.numpy())
-    best = history[best_epoch - 1]
+    best_record = history[best.epoch - 1]
     summary = {
         "data": str(options.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seed": options.seed, "counts": splits.counts(), "skipped": skipped, "best_epoch": best_epoch,
-        "epochs_run": len(history), "best_val_acc": best.val_acc, "best_val_loss": best.val_loss,
+        "seed": options.seed, "counts": splits.counts(), "skipped": skipped, "best_epoch": best.epoch,
+        "best_stage": best_record.stage, "epochs_run": len(history), "best_val_acc": best_record.val_acc,
+        "best_val_loss": best_record.val_loss,
         "val_mean_class_accuracy": report.mean_class_accuracy,
         "val_per_class_recall": {label: m.recall for label, m in report.per_class.items()},
         "options": {k: str(v) for k, v in asdict(options).items()},
     }
     if model.late_fusion:
-        summary["appearance_weight"] = float(model.appearance_weight)
-        log(f"late fusion: appearance head weight {summary['appearance_weight']:g}, motion head "
-            f"{1 - summary['appearance_weight']:g} (chosen on validation)")
+        summary["stream_weights"] = dict(zip(config.streams, model.stream_weights.tolist()))
+        log("late fusion: head weights " + ", ".join(f"{name} {w:g}" for name, w in summary["stream_weights"].items())
+            + " (chosen on validation)")
     save_model(model, options.out, summary, force=options.force)
     checkpoint_path(options.out).unlink(missing_ok=True)
-    return TrainResult(best_epoch, best.val_acc, report, history, skipped, options.out)
+    finetune.checkpoint.unlink(missing_ok=True)
+    return TrainResult(best.epoch, best_record.val_acc, report, history, skipped, options.out)
 
 
 def _check_still_trainable(train_views: list, val_views: list, splits: Splits, skipped: list[str]) -> None:

@@ -36,6 +36,7 @@ CONFIGS: dict[str, str] = {
     "appearance-only": "--motion none",
     # motion input and its encoder
     "dis-flow": "--motion dis",
+    "two-flows": "--motion farneback+dis",
     "frame-diff": "--motion diff",
     "flow-grid-summary": "--motion-encoder grid",
     # fusion
@@ -55,7 +56,7 @@ CONFIGS: dict[str, str] = {
     "epochs-20": "--epochs 20",
     "epochs-100": "--epochs 100 --patience 30",
     # the most expensive last: Lite0 trained end to end (as --preset appearance), 224 px frames
-    "finetune-lite0": "--preset appearance",
+    "finetune-lite0": "--finetune-epochs 8",
     "size224": "--size 224",
 }
 ABLATIONS = [name for name in CONFIGS if name != "default"]
