@@ -118,7 +118,7 @@ def test_info_shows_the_model(workspace: dict) -> None:
     result = run_cli("info", str(workspace["model"]), "--json", env=workspace["env"])
     meta = json.loads(result.stdout)
     assert meta["labels"] == sorted(CLASSES)
-    assert meta["config"]["backbone"] == "none" and meta["config"]["motion"] == "farneback"  # --preset motion
+    assert meta["config"]["backbone"] == "none" and meta["config"]["motion"] == "farneback+dis"  # --preset motion
     assert meta["config"]["extra"] == {"preset": "motion"}
     assert meta["training"]["counts"]["train"]["grow"] == 16 and meta["training"]["seed"] == 1
     assert meta["preprocessing"]["frames"] == 16
@@ -137,8 +137,8 @@ def test_refusals_are_one_clear_line(workspace: dict, tmp_path: Path) -> None:
     assert len(refused.stderr.strip().splitlines()) == 1
     bad_option = run_cli("train", str(one_class), "--backbone", "resnet", "--out", str(tmp_path / "m.vidclf"), env=env)
     assert bad_option.returncode == 2 and "backbone must be one of lite0, small, none" in bad_option.stderr
-    bad_preset = run_cli("train", str(one_class), "--preset", "fast", "--out", str(tmp_path / "m.vidclf"), env=env)
-    assert bad_preset.returncode == 2 and "--preset must be one of balanced, motion, appearance" in bad_preset.stderr
+    bad_preset = run_cli("train", str(one_class), "--preset", "appearance", "--out", str(tmp_path / "m.vidclf"), env=env)
+    assert bad_preset.returncode == 2 and "--preset must be one of balanced, motion, fast" in bad_preset.stderr
     missing = run_cli("predict", "x.mp4", "--model", str(tmp_path / "none.vidclf"), env=env)
     assert missing.returncode == 3 and "no such model file" in missing.stderr
 
@@ -192,10 +192,10 @@ def test_same_seed_gives_the_same_model_with_or_without_worker_processes(tmp_pat
                          "--frames", "6", "--epochs", "2", "--workers", workers, "--seed", "5", env=env)
         assert result.returncode == 0, result.stderr
         weights.append(torch.load(out, weights_only=True)["state_dict"])
-        # two streams, fused late: the validation-chosen weight is saved and reported
+        # three streams (appearance and two flows), fused late: the validation-chosen weights are saved and reported
         chosen = json.loads(run_cli("info", str(out), "--json", env=env).stdout)["training"]["stream_weights"]
-        assert list(chosen) == ["appearance", "farneback"] and sum(chosen.values()) == 1.0
-        assert chosen["appearance"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+        assert list(chosen) == ["appearance", "farneback", "dis"] and sum(chosen.values()) == 1.0
+        assert all(weight in (0.0, 0.25, 0.5, 0.75, 1.0) for weight in chosen.values())
         assert weights[-1]["stream_weights"].tolist() == list(chosen.values())
         assert "late fusion: head weights appearance" in result.stderr
         (tmp_path / "cache").rename(tmp_path / f"cache-{workers}")  # the second run decodes afresh

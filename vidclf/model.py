@@ -48,7 +48,7 @@ class ModelConfig:
 
     labels: list[str]
     backbone: Backbone = "lite0"  # appearance stream; "none" = motion only
-    motion: Motion = "farneback"  # motion stream input (see vidclf.motion); "none" = appearance only
+    motion: Motion = "farneback+dis"  # motion streams (see vidclf.motion); "none" = appearance only
     motion_encoder: MotionEncoding = "cnn"  # small CNN over the maps, or fixed grid summaries
     frames: int = 16  # T, frames sampled per clip
     size: int = 112  # frames are size×size after resize + centre crop
