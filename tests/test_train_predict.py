@@ -25,6 +25,18 @@ def run_cli(*args: str, env: dict[str, str], stdin: str | None = None, cwd: Path
                           env=env, input=stdin, cwd=cwd, timeout=600)
 
 
+def train_then_kill_9(args: list[str], checkpoint: Path, env: dict[str, str]) -> None:
+    """Start `vidclf train`, SIGKILL it just after it first writes ``checkpoint``."""
+    process = subprocess.Popen([sys.executable, "-m", "vidclf", *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Train once (motion stream only: fast) on 4 classes; tests share the model."""
@@ -149,15 +161,8 @@ def test_kill_9_then_resume_loses_at_most_one_epoch(workspace: dict, tmp_path: P
     out = tmp_path / "resumable.vidclf"
     args = ["train", str(data), "--out", str(out), "--backbone", "none", "--epochs", "120",
             "--patience", "120", "--batch-size", "4", "--seed", "1"]
-    process = subprocess.Popen([sys.executable, "-m", "vidclf", *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = out.with_name(out.name + ".ckpt")
-    deadline = time.time() + 300
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    train_then_kill_9(args, checkpoint, env)
     assert checkpoint.exists() and not out.exists()
     epochs_done = len(list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open())))
     resumed = run_cli(*args, "--resume", env=env)
@@ -389,15 +394,8 @@ def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: 
     out = tmp_path / "ft.vidclf"
     args = ["train", str(data), "--out", str(out), "--size", "48", "--frames", "4", "--epochs", "3",
             "--finetune-epochs", "12", "--patience", "100", "--batch-size", "4", "--workers", "0"]
-    process = subprocess.Popen([sys.executable, "-m", "vidclf", *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = out.with_name(out.name + ".finetune.ckpt")
-    deadline = time.time() + 300
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    train_then_kill_9(args, checkpoint, env)
     assert checkpoint.exists() and not out.exists()
     resumed = run_cli(*args, "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr

@@ -482,26 +482,33 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
         log(f"skipped: {line}")
     _check_still_trainable(train_views, val_views, splits, skipped)
     stack = lambda views, items: stack_inputs(model, views, items, splits.labels, spec, options.seed, device, log)  # noqa: E731
+    val_by_form: dict[bool, Tensors] = {}  # features for a frozen backbone, frames otherwise: stacked once each
+
+    def val_tensors() -> Tensors:
+        if model.config.frozen not in val_by_form:
+            val_by_form[model.config.frozen] = stack(val_views, splits.val)
+        return val_by_form[model.config.frozen]
+
     best, history = Best(), []
     finetune = Stage("finetune", options.finetune_epochs, checkpoint_path(options.out, "finetune"))
     if not (options.resume and finetune.epochs and finetune.checkpoint.is_file()):
-        best, history = fit(model, stack(train_views, splits.train), stack(val_views, splits.val), options,
+        best, history = fit(model, stack(train_views, splits.train), val_tensors(), options,
                             splits.labels, device, log, Stage("train", options.epochs, checkpoint_path(options.out)))
     if finetune.epochs:
         if best.state is not None:
             model.load_state_dict(best.state)  # fine-tune from the best frozen-backbone epoch
         model.set_backbone_frozen(False)
         log(f"fine-tuning the {config.backbone} backbone end to end for {finetune.epochs} epochs")
-        best, history = fit(model, stack(train_views, splits.train), stack(val_views, splits.val), options,
+        best, history = fit(model, stack(train_views, splits.train), val_tensors(), options,
                             splits.labels, device, log, finetune, history, best)
         if history[best.epoch - 1].stage != "finetune":
             model.set_backbone_frozen(True)  # its weights are the pretrained ones: keep the file small
             log("fine-tuning did not beat the frozen backbone on validation: keeping the frozen-backbone model")
     model.load_state_dict(best.state)
-    val_tensors = stack(val_views, splits.val)
-    _, val_prob = evaluate(model, val_tensors, device)
+    val = val_tensors()
+    _, val_prob = evaluate(model, val, device)
     report = evaluate_scores(splits.labels, [str(splits.val[c].path) for c, _, _ in val_views],
-                             [splits.labels[t] for t in val_tensors.targets.tolist()], val_prob.numpy())
+                             [splits.labels[t] for t in val.targets.tolist()], val_prob.numpy())
     best_record = history[best.epoch - 1]
     summary = {
         "data": str(options.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
