@@ -3,6 +3,7 @@
 Usage: benchmarks/accuracy/run (runs this file with the repo's .venv python)
        benchmarks/accuracy/run [--quick] [--tasks synthetic-motion,camera-motion,arrow-of-time]
                                [--configs default,order-blind,...] [--seeds 0] [--corpus DIR]
+                               [--train-args "..."] [--reports DIR]
 
 Prints one table row per (task, config, seed): test top-1, mean class accuracy, training wall
 time, predict time per clip (and, for synthetic-motion, the reversed-clip → partner rate).
@@ -70,10 +71,15 @@ def vidclf(args: list[str], env: dict[str, str]) -> str:
     return result.stdout
 
 
-def evaluate(model: Path, data: Path, env: dict[str, str]) -> tuple[dict, float]:
+def evaluate(model: Path, data: Path, env: dict[str, str], save: Path | None) -> tuple[dict, float]:
     start = time.perf_counter()
-    report = json.loads(vidclf(["eval", str(data), "-m", str(model), "-f", "json"], env))
-    return report, (time.perf_counter() - start) / max(1, report["count"])
+    output = vidclf(["eval", str(data), "-m", str(model), "-f", "json"], env)
+    per_clip = time.perf_counter() - start
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(output)
+    report = json.loads(output)
+    return report, per_clip / max(1, report["count"])
 
 
 def build(task: str, root: Path, corpus: Path, scale: tasks.Scale, seed: int) -> dict[str, Path] | None:
@@ -96,6 +102,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "videos")
     parser.add_argument("--train-args", default="", help="extra options for every vidclf train")
+    parser.add_argument("--reports", type=Path, help="save each row's `vidclf eval` JSON here "
+                        "(confusion matrix, misclassified clips) as TASK-CONFIG-sSEED[-reversed].json")
     args = parser.parse_args()
     configs = ["default", *ABLATIONS] if args.configs == "ablations" else args.configs.split(",")
     unknown = [name for name in configs if name not in CONFIGS]
@@ -120,10 +128,13 @@ def main() -> None:
                     vidclf(["train", str(sets["data"]), "--out", str(model), "--seed", str(seed),
                             *shlex.split(extra + CONFIGS[config] + " " + args.train_args)], env)
                     train_s = time.perf_counter() - start
-                    report, per_clip = evaluate(model, sets["data"], env)
+                    name = f"{task}-{config}-s{seed}"
+                    report, per_clip = evaluate(model, sets["data"], env, args.reports and args.reports / f"{name}.json")
                     partner = "-"
                     if "reversed" in sets:
-                        partner = f"{evaluate(model, sets['reversed'], env)[0]['top1']:.3f}"
+                        reversed_report, _ = evaluate(model, sets["reversed"], env,
+                                                      args.reports and args.reports / f"{name}-reversed.json")
+                        partner = f"{reversed_report['top1']:.3f}"
                     print(f"| {task} | {config} | {seed} | {report['top1']:.3f} | {report['mean_class_accuracy']:.3f} | "
                           f"{partner} | {train_s:.0f} | {per_clip:.3f} |", flush=True)
 
