@@ -240,6 +240,7 @@ def train(
     size: Annotated[int, typer.Option(min=32, help="Frame size in pixels (square, centre crop).")] = 112,
     pooling: Annotated[str, typer.Option(help="Spatial pooling of frame features: global or grid (2x2).")] = "global",
     temporal: Annotated[str, typer.Option(help="lstm, or mean: an order-blind baseline that averages over time.")] = "lstm",
+    appearance_temporal: Annotated[Optional[str], typer.Option(show_default=False, help="With late fusion, the appearance stream's own head: lstm or mean \\[default: as --temporal].")] = None,
     readout: Annotated[str, typer.Option(help="LSTM output used: mean over steps (as LRCN) or last.")] = "mean",
     hidden: Annotated[int, typer.Option(min=1, help="LSTM width.")] = 128,
     layers: Annotated[int, typer.Option(min=1, help="LSTM layers.")] = 1,
@@ -278,7 +279,8 @@ def train(
                            lr=lr, seed=seed, workers=workers, device=device, val_split=val_split, patience=patience,
                            class_weights=class_weights, hflip=hflip, force=force, resume=resume)
     overrides = {"backbone": backbone, "motion": motion, "motion_encoder": motion_encoder, "fusion": fusion,
-                 "frames": frames, "size": size, "pooling": pooling, "temporal": temporal, "readout": readout,
+                 "frames": frames, "size": size, "pooling": pooling, "temporal": temporal,
+                 "appearance_temporal": appearance_temporal, "readout": readout,
                  "hidden": hidden, "layers": layers, "bidirectional": bidirectional,
                  "extra": {"preset": preset}}
     from vidclf.model import ModelConfig

@@ -33,6 +33,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fusion": ("project", "concat", "late"),
     "pooling": ("global", "grid"),
     "temporal": ("lstm", "mean"),
+    "appearance_temporal": ("lstm", "mean"),
     "readout": ("mean", "last"),
 }
 GRID = 2  # 'grid' pooling keeps a coarse 2×2 layout: where things are, not just what
@@ -67,6 +68,9 @@ class ModelConfig:
     layers: int = 1
     bidirectional: bool = False
     temporal: Temporal = "lstm"  # "mean" = order-blind baseline (average over time)
+    # Under late fusion, the appearance stream's own head: what is seen rarely depends on the
+    # order it is seen in, and an LSTM there can overfit where a mean over frames does not.
+    appearance_temporal: Temporal | None = None  # None: as ``temporal``
     # LSTM readout: LRCN averages the per-step outputs; "last" keeps only the final state.
     readout: Readout = "mean"
     dropout: float = 0.3
@@ -74,6 +78,8 @@ class ModelConfig:
     extra: dict[str, str] = field(default_factory=dict)  # free-form notes, e.g. preset name
 
     def __post_init__(self) -> None:
+        if self.appearance_temporal is None:
+            self.appearance_temporal = self.temporal
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -211,12 +217,12 @@ class MotionEncoder(nn.Module):
 class SequenceHead(nn.Module):
     """Per-step features ``(B, T, D)`` → class logits: LSTM (or an order-blind mean) → linear."""
 
-    def __init__(self, step_dim: int, num_labels: int, config: ModelConfig) -> None:
+    def __init__(self, step_dim: int, num_labels: int, config: ModelConfig, temporal: Temporal) -> None:
         super().__init__()
         self.config = config
         self.lstm: nn.LSTM | None = None
         head_in = step_dim
-        if config.temporal == "lstm":
+        if temporal == "lstm":
             self.lstm = nn.LSTM(step_dim, config.hidden, config.layers, batch_first=True,
                                 bidirectional=config.bidirectional,
                                 dropout=config.dropout if config.layers > 1 else 0.0)
@@ -263,12 +269,13 @@ class VideoClassifier(nn.Module):
         self.motion_channels = [motion_channels(kind) for kind in config.motion_kinds]
         widths += [config.motion_dim] * len(self.motion_encoders)
         if config.fusion == "late" and len(widths) >= 2:
-            self.heads = nn.ModuleList(SequenceHead(w, labels, config) for w in widths)
+            temporals = [config.appearance_temporal] * (self.backbone is not None) + [config.temporal] * len(self.motion_encoders)
+            self.heads = nn.ModuleList(SequenceHead(w, labels, config, t) for w, t in zip(widths, temporals))
             # How much each stream's head counts; training picks them on the validation clips
             # (see ``set_stream_weights``). A buffer: saved with the weights.
             self.register_buffer("stream_weights", torch.full((len(widths),), 1.0 / len(widths)))
         else:
-            self.heads = nn.ModuleList([SequenceHead(sum(widths), labels, config)])
+            self.heads = nn.ModuleList([SequenceHead(sum(widths), labels, config, config.temporal)])
         self.train()  # a frozen backbone starts in eval mode too, not only after .train()
 
     def train(self, mode: bool = True) -> VideoClassifier:

@@ -50,6 +50,7 @@ CONFIGS: dict[str, str] = {
     "T32": "--frames 32",
     "size160": "--size 160",
     # the LSTM and its schedule
+    "appearance-mean": "--appearance-temporal mean",
     "lstm-last-state": "--readout last",
     "lstm-64": "--hidden 64",
     "lstm-256": "--hidden 256",
