@@ -114,6 +114,25 @@ def test_lstm_sees_order_but_mean_does_not() -> None:
     assert torch.allclose(mean(lengths, rgb=rgb, motion=motion), mean(lengths, rgb=rgb[:, reverse], motion=motion[:, reverse]), atol=1e-5)
 
 
+def test_appearance_head_can_average_while_motion_heads_read_order() -> None:
+    rgb, motion = make_inputs(1, 6)
+    reverse = torch.arange(5, -1, -1)
+    model = VideoClassifier(small_config(appearance_temporal="mean")).eval()
+    lengths = torch.tensor([6])
+    assert model.late_fusion
+    assert torch.allclose(model(lengths, rgb=rgb, motion=motion), model(lengths, rgb=rgb[:, reverse], motion=motion), atol=1e-5)
+    assert not torch.allclose(model(lengths, rgb=rgb, motion=motion), model(lengths, rgb=rgb, motion=motion[:, reverse]))
+
+
+def test_appearance_temporal_follows_temporal_unless_given() -> None:
+    assert small_config(temporal="mean").appearance_temporal == "mean"
+    saved = small_config().to_dict()
+    del saved["appearance_temporal"]  # a model file from before the option
+    assert ModelConfig.from_dict(saved).appearance_temporal == "lstm"
+    with pytest.raises(ValueError, match="appearance_temporal must be one of"):
+        small_config(appearance_temporal="gru")
+
+
 def test_frozen_backbone_stays_frozen_in_train_mode() -> None:
     model = VideoClassifier(small_config(backbone="lite0", frozen=True))
     model.train()
