@@ -330,3 +330,23 @@ def test_frozen_features_do_not_depend_on_mode_or_batch() -> None:
         model.eval()
         alone = model.appearance_features(rgb[1:2])
     assert torch.allclose(batched[1:2], alone, atol=1e-5)
+
+
+def test_fine_tuning_gives_the_pretrained_backbone_its_own_learning_rate(tmp_path: Path) -> None:
+    from vidclf.train import TrainOptions, make_optimizer
+
+    def lr_of(model: VideoClassifier, options: TrainOptions) -> dict[str, float]:
+        optimizer = make_optimizer(model, options)
+        group_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        return {name: group_of[id(p)] for name, p in model.named_parameters() if p.requires_grad}
+
+    options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", lr=1e-3, backbone_lr_scale=0.1)
+    lite0 = VideoClassifier(small_config(backbone="lite0", frozen=False), pretrained=False)
+    rates = lr_of(lite0, options)
+    backbone = [lr for name, lr in rates.items() if name.startswith("backbone.")]
+    assert backbone and backbone == pytest.approx([1e-4] * len(backbone))
+    assert {lr for name, lr in rates.items() if not name.startswith("backbone.")} == {1e-3}
+    frozen = lr_of(VideoClassifier(small_config(backbone="lite0", frozen=True), pretrained=False), options)
+    assert frozen and not any(name.startswith("backbone.") for name in frozen)
+    scratch = lr_of(VideoClassifier(small_config(backbone="small")), options)
+    assert set(scratch.values()) == {1e-3}  # a backbone trained from scratch is not slowed

@@ -50,6 +50,9 @@ class TrainOptions:
     finetune_epochs: int = 0  # after the frozen-backbone epochs, train the backbone end to end
     batch_size: int = 8
     lr: float = 2e-3
+    # Fine-tuning: the pretrained backbone learns at lr × this, the heads at lr. A full lr
+    # wrecks ImageNet features in the first fine-tuning epochs before they recover.
+    backbone_lr_scale: float = 1.0
     weight_decay: float = 1e-2
     seed: int = 0
     workers: int = 2
@@ -349,6 +352,16 @@ def _pick_views(train: Tensors, generator: torch.Generator) -> Tensor:
     return torch.cat(rows)
 
 
+def make_optimizer(model: VideoClassifier, options: TrainOptions) -> torch.optim.AdamW:
+    """AdamW over the trainable weights; a pretrained backbone being fine-tuned learns at
+    ``lr × backbone_lr_scale`` (a backbone trained from scratch learns at ``lr`` like the rest)."""
+    pretrained = {id(p) for p in model.backbone.parameters()} if model.config.backbone == "lite0" else set()
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in pretrained], "lr": options.lr},
+              {"params": [p for p in params if id(p) in pretrained], "lr": options.lr * options.backbone_lr_scale}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=options.weight_decay)
+
+
 def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOptions, labels: Sequence[str],
         device: torch.device, log: Log, stage: Stage, history: Sequence[EpochRecord] = (),
         best: Best | None = None) -> tuple[Best, list[EpochRecord]]:
@@ -360,7 +373,7 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOpti
     the uninterrupted one would have.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+    optimizer = make_optimizer(model, options)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=stage.epochs)
     counts = torch.bincount(train.targets, minlength=len(labels)).float()
     weight = (counts.sum() / (len(labels) * counts.clamp(min=1))).to(device) if options.class_weights else None
