@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from vidclf.model import ModelConfig, VideoClassifier
 from vidclf.modelfile import ModelFileError, load_model, read_metadata, save_model
@@ -141,6 +142,19 @@ def test_frozen_backbone_stays_frozen_in_train_mode() -> None:
     assert all(p.requires_grad for p in model.heads.parameters())
     finetune = VideoClassifier(small_config(backbone="lite0", frozen=False), pretrained=False).train()
     assert finetune.backbone.training and all(p.requires_grad for p in finetune.backbone.parameters())
+
+
+def test_fine_tuning_keeps_lite0_batchnorm_statistics() -> None:
+    model = VideoClassifier(small_config(backbone="lite0", frozen=False), pretrained=False).train()
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in norms]
+    rgb, motion = make_inputs(2, 6)
+    model(torch.tensor([6, 6]), rgb=rgb, motion=motion).sum().backward()
+    assert model.backbone.training and not any(m.training for m in norms)
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))
+    assert any(p.grad is not None for p in model.backbone.parameters())  # the weights still learn
+    scratch = VideoClassifier(small_config(backbone="small")).train()
+    assert all(m.training for m in scratch.backbone.modules() if isinstance(m, nn.BatchNorm2d))
 
 
 def test_normalisation_is_inside_the_model() -> None:

@@ -249,7 +249,7 @@ def train(
     finetune_epochs: Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Then this many epochs training Lite0 end to end (the slow part; stored in the model file) \\[default: 8; fast and motion presets: 0].")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = 8,
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate (AdamW, cosine decay).")] = 2e-3,
-    backbone_lr_scale: Annotated[float, typer.Option(min=0.0, help="Fine-tuning: the backbone learns at --lr times this (the heads at --lr).")] = 1.0,
+    backbone_lr_scale: Annotated[float, typer.Option(min=0.0, help="Fine-tuning: the backbone learns at --lr times this (the heads at --lr).")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed for split, sampling and initialisation.")] = 0,
     workers: Annotated[int, typer.Option(min=0, help="Processes decoding videos.")] = min(4, os.cpu_count() or 1),
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",

@@ -52,7 +52,7 @@ class TrainOptions:
     lr: float = 2e-3
     # Fine-tuning: the pretrained backbone learns at lr × this, the heads at lr. A full lr
     # wrecks ImageNet features in the first fine-tuning epochs before they recover.
-    backbone_lr_scale: float = 1.0
+    backbone_lr_scale: float = 0.1
     weight_decay: float = 1e-2
     seed: int = 0
     workers: int = 2
