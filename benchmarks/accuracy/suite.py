@@ -65,16 +65,16 @@ TASKS = ("synthetic-motion", "synthetic-order", "camera-motion", "arrow-of-time"
 BUILDERS = {"camera-motion": tasks.camera_motion, "arrow-of-time": tasks.arrow_of_time, "appearance": tasks.appearance}
 
 
-def vidclf(args: list[str], env: dict[str, str]) -> str:
+def vidclf(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([sys.executable, "-m", "vidclf", *args], capture_output=True, text=True, env=env)
     if result.returncode not in (0, 4):
         raise SystemExit(f"vidclf {shlex.join(args)} failed:\n{result.stderr[-2000:]}")
-    return result.stdout
+    return result
 
 
 def evaluate(model: Path, data: Path, env: dict[str, str], save: Path | None) -> tuple[dict, float]:
     start = time.perf_counter()
-    output = vidclf(["eval", str(data), "-m", str(model), "-f", "json"], env)
+    output = vidclf(["eval", str(data), "-m", str(model), "-f", "json"], env).stdout
     per_clip = time.perf_counter() - start
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "videos")
     parser.add_argument("--train-args", default="", help="extra options for every vidclf train")
     parser.add_argument("--reports", type=Path, help="save each row's `vidclf eval` JSON here "
-                        "(confusion matrix, misclassified clips) as TASK-CONFIG-sSEED[-reversed].json")
+                        "(confusion matrix, misclassified clips) as TASK-CONFIG-sSEED[-reversed].json, "
+                        "and its training log as TASK-CONFIG-sSEED.train.log")
     args = parser.parse_args()
     configs = ["default", *ABLATIONS] if args.configs == "ablations" else args.configs.split(",")
     unknown = [name for name in configs if name not in CONFIGS]
@@ -126,10 +127,13 @@ def main() -> None:
                 for config in configs:
                     model = root / f"{config}.vidclf"
                     start = time.perf_counter()
-                    vidclf(["train", str(sets["data"]), "--out", str(model), "--seed", str(seed),
-                            *shlex.split(extra + CONFIGS[config] + " " + args.train_args)], env)
+                    trained = vidclf(["train", str(sets["data"]), "--out", str(model), "--seed", str(seed),
+                                      *shlex.split(extra + CONFIGS[config] + " " + args.train_args)], env)
                     train_s = time.perf_counter() - start
                     name = f"{task}-{config}-s{seed}"
+                    if args.reports:  # the training log: per-epoch curves, which stage won, stream weights
+                        args.reports.mkdir(parents=True, exist_ok=True)
+                        (args.reports / f"{name}.train.log").write_text(trained.stderr)
                     report, per_clip = evaluate(model, sets["data"], env, args.reports and args.reports / f"{name}.json")
                     partner = "-"
                     if "reversed" in sets:
