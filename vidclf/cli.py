@@ -277,8 +277,9 @@ def train(
                               "backbone is fine-tuned)", ExitCode.USAGE)
     out = out or Path("models") / f"{data.resolve().name}.vidclf"
     options = TrainOptions(data=data, out=out, epochs=epochs, finetune_epochs=finetune_epochs, batch_size=batch_size,
-                           lr=lr, backbone_lr_scale=backbone_lr_scale, seed=seed, workers=workers, device=device, val_split=val_split, patience=patience,
-                           class_weights=class_weights, hflip=hflip, force=force, resume=resume)
+                           lr=lr, backbone_lr_scale=backbone_lr_scale, seed=seed, workers=workers, device=device,
+                           val_split=val_split, patience=patience, class_weights=class_weights, hflip=hflip,
+                           force=force, resume=resume)
     overrides = {"backbone": backbone, "motion": motion, "motion_encoder": motion_encoder, "fusion": fusion,
                  "frames": frames, "size": size, "pooling": pooling, "temporal": temporal,
                  "appearance_temporal": appearance_temporal, "readout": readout,

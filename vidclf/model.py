@@ -68,9 +68,9 @@ class ModelConfig:
     layers: int = 1
     bidirectional: bool = False
     temporal: Temporal = "lstm"  # "mean" = order-blind baseline (average over time)
-    # Under late fusion, the appearance stream's own head: what is seen rarely depends on the
-    # order it is seen in, and an LSTM there can overfit where a mean over frames does not.
-    appearance_temporal: Temporal | None = None  # None: as ``temporal``
+    # Under late fusion, the appearance stream's own head ("mean": what is seen, whatever the
+    # order; the motion heads keep ``temporal``). None: as ``temporal``.
+    appearance_temporal: Temporal | None = None
     # LSTM readout: LRCN averages the per-step outputs; "last" keeps only the final state.
     readout: Readout = "mean"
     dropout: float = 0.3
