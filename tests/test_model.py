@@ -364,3 +364,15 @@ def test_fine_tuning_gives_the_pretrained_backbone_its_own_learning_rate(tmp_pat
     assert frozen and not any(name.startswith("backbone.") for name in frozen)
     scratch = lr_of(VideoClassifier(small_config(backbone="small")), options)
     assert set(scratch.values()) == {1e-3}  # a backbone trained from scratch is not slowed
+
+
+def test_fine_tuning_must_raise_validation_accuracy_to_replace_the_frozen_model() -> None:
+    from vidclf.train import Best
+
+    frozen = Best(51, (0.953, -0.281), {})
+    assert frozen.beaten_by(0.953, 0.252)  # within one stage, a lower loss breaks an accuracy tie
+    to_beat = frozen.to_beat_by_accuracy()
+    assert not to_beat.beaten_by(0.953, 0.252) and not to_beat.beaten_by(0.953, 0.0)
+    assert not to_beat.beaten_by(0.94, 0.1)
+    assert to_beat.beaten_by(0.969, 0.4)  # one more clip right wins, whatever the loss
+    assert to_beat.epoch == 51 and to_beat.state is frozen.state
