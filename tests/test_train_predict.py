@@ -385,6 +385,21 @@ def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
     assert not any(k.startswith("lstm.") for k in __import__("torch").load(out, weights_only=True)["state_dict"])
 
 
+def test_finetuning_is_skipped_when_the_frozen_backbone_is_already_perfect_on_validation(tmp_path: Path) -> None:
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    make_samples(tmp_path / "data", clips_per_class=6, seed=3, classes=("move_left", "move_up"))
+    out = tmp_path / "m.vidclf"
+    done = run_cli("train", str(tmp_path / "data"), "--out", str(out), "--size", "48", "--frames", "4",
+                   "--epochs", "15", "--finetune-epochs", "2", "--batch-size", "4", "--workers", "0", env=env)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open()))
+    assert max(float(r["val_acc"]) for r in rows) == 1.0  # the premise: easy classes
+    # fine-tuning replaces the frozen model only by a higher validation accuracy: none is possible
+    assert "fine-tuning skipped" in done.stderr and {r["stage"] for r in rows} == {"train"}
+    meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+    assert meta["training"]["best_stage"] == "train" and meta["config"]["frozen"]
+
+
 def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: Path) -> None:
     import torch
 

@@ -517,7 +517,9 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
     if not (options.resume and finetune.epochs and finetune.checkpoint.is_file()):
         best, history = fit(model, stack(train_views, splits.train), val_tensors(), options,
                             splits.labels, device, log, Stage("train", options.epochs, checkpoint_path(options.out)))
-    if finetune.epochs:
+    if finetune.epochs and best.key[0] >= 1.0:  # only a higher validation accuracy could replace it
+        log("the frozen backbone already gets every validation clip right: fine-tuning skipped")
+    elif finetune.epochs:
         if best.state is not None:
             model.load_state_dict(best.state)  # fine-tune from the best frozen-backbone epoch
         model.set_backbone_frozen(False)
