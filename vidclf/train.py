@@ -124,6 +124,10 @@ class Best:
     key: tuple[float, float] = (-1.0, 0.0)
     state: dict[str, Tensor] | None = None
 
+    @property
+    def val_acc(self) -> float:
+        return self.key[0]
+
     def beaten_by(self, val_acc: float, val_loss: float) -> bool:
         return (val_acc, -val_loss) > self.key
 
@@ -132,7 +136,7 @@ class Best:
         model meets fine-tuning. At equal accuracy a lower loss is noise on a small validation
         split, not a reason to ship a 10x larger model (suite, synthetic-motion seed 0: a tie at
         0.953 with loss 0.252 vs 0.281 kept fine-tuning: test 0.900, the frozen model 0.967)."""
-        return Best(self.epoch, (self.key[0], float("inf")), self.state)
+        return Best(self.epoch, (self.val_acc, float("inf")), self.state)
 
 
 @dataclass
@@ -517,7 +521,7 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
     if not (options.resume and finetune.epochs and finetune.checkpoint.is_file()):
         best, history = fit(model, stack(train_views, splits.train), val_tensors(), options,
                             splits.labels, device, log, Stage("train", options.epochs, checkpoint_path(options.out)))
-    if finetune.epochs and best.key[0] >= 1.0:  # only a higher validation accuracy could replace it
+    if finetune.epochs and best.val_acc >= 1.0:  # only a higher validation accuracy could replace it
         log("the frozen backbone already gets every validation clip right: fine-tuning skipped")
     elif finetune.epochs:
         if best.state is not None:
