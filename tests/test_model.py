@@ -125,6 +125,39 @@ def test_appearance_head_can_average_while_motion_heads_read_order() -> None:
     assert not torch.allclose(model(lengths, rgb=rgb, motion=motion), model(lengths, rgb=rgb, motion=motion[:, reverse]))
 
 
+@pytest.mark.parametrize("fusion", ["late", "project"])
+def test_lstm_plus_mean_gives_both_heads_and_the_weights_decide_if_order_counts(tmp_path: Path, fusion: str) -> None:
+    config = small_config(temporal="lstm+mean", fusion=fusion)
+    model = VideoClassifier(config).eval()
+    if fusion == "late":
+        assert config.head_names == ["appearance/lstm", "appearance/mean", "farneback/lstm", "farneback/mean"]
+    else:
+        assert config.head_names == ["fused/lstm", "fused/mean"]
+    assert len(model.heads) == len(model.stream_weights) == len(config.heads)
+    rgb, motion = make_inputs(1, 6)
+    reverse = torch.arange(5, -1, -1)
+    lengths = torch.tensor([6])
+
+    def order_blind(weights: list[float]) -> bool:
+        model.set_stream_weights(weights)
+        return torch.allclose(model(lengths, rgb=rgb, motion=motion),
+                              model(lengths, rgb=rgb[:, reverse], motion=motion[:, reverse]), atol=1e-5)
+
+    means = [part == "mean" for _, part in config.heads]
+    assert order_blind([m / sum(means) for m in means])
+    assert not order_blind([(not m) / (len(means) - sum(means)) for m in means])
+    save_model(model, tmp_path / "hybrid.vidclf", {})
+    loaded = load_model(tmp_path / "hybrid.vidclf").model
+    assert torch.allclose(model(lengths, rgb=rgb, motion=motion), loaded(lengths, rgb=rgb, motion=motion), atol=1e-6)
+
+
+def test_appearance_head_names_stay_plain_when_it_has_one_head() -> None:
+    config = small_config(temporal="lstm+mean", appearance_temporal="mean")
+    assert config.head_names == ["appearance", "farneback/lstm", "farneback/mean"]
+    assert small_config().head_names == ["appearance", "farneback"]
+    assert small_config(backbone="none").head_names == ["fused"]
+
+
 def test_appearance_temporal_follows_temporal_unless_given() -> None:
     assert small_config(temporal="mean").appearance_temporal == "mean"
     saved = small_config().to_dict()
@@ -329,6 +362,35 @@ def test_training_weighs_late_fusion_towards_the_stream_that_carries_the_label(t
     model.load_state_dict(best.state)
     appearance, motion = choose_stream_weights(model, head_logits(model, val, torch.device("cpu")), val.targets)
     assert appearance < 0.5 < motion
+    _, probabilities = evaluate(model, val, torch.device("cpu"))
+    assert (probabilities.argmax(1) == val.targets).float().mean() == 1.0
+
+
+def test_training_weighs_the_lstm_head_up_when_only_order_carries_the_label(tmp_path: Path) -> None:
+    """Every clip's motion goes one way, then the other; the label is which way first, so a
+    mean over time sees the same clip for both labels. With ``lstm+mean``, validation must
+    put the weight on the motion stream's LSTM head."""
+    from vidclf.train import Stage, Tensors, TrainOptions, choose_stream_weights, evaluate, fit, head_logits
+
+    def make(n: int, seed: int) -> Tensors:
+        targets = torch.arange(n) % 2
+        rgb, motion = make_inputs(n, 6, seed=seed)
+        first = (targets * 2 - 1).float()[:, None]
+        direction = torch.cat([first.expand(n, 3), -first.expand(n, 3)], dim=1)
+        motion = motion * 0.3 + direction[:, :, None, None, None]
+        return Tensors(lengths=torch.full((n,), 6), targets=targets, rgb=rgb, motion=motion,
+                       clip_index=torch.arange(n))
+
+    torch.manual_seed(0)
+    config = small_config(labels=["there", "back"], temporal="lstm+mean")
+    model = VideoClassifier(config)
+    options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", epochs=12, batch_size=8, lr=5e-3)
+    train, val = make(32, 1), make(16, 2)
+    stage = Stage("train", options.epochs, tmp_path / "m.ckpt")
+    best, _ = fit(model, train, val, options, ["there", "back"], torch.device("cpu"), lambda line: None, stage)
+    model.load_state_dict(best.state)
+    weights = dict(zip(config.head_names, choose_stream_weights(model, head_logits(model, val, torch.device("cpu")), val.targets)))
+    assert max(weights, key=weights.get) == "farneback/lstm", weights
     _, probabilities = evaluate(model, val, torch.device("cpu"))
     assert (probabilities.argmax(1) == val.targets).float().mean() == 1.0
 

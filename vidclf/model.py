@@ -23,7 +23,7 @@ Motion = Literal["farneback", "dis", "farneback+dis", "diff", "none"]
 MotionEncoding = Literal["cnn", "grid"]
 Fusion = Literal["project", "concat", "late"]
 Pooling = Literal["global", "grid"]
-Temporal = Literal["lstm", "mean"]
+Temporal = Literal["lstm", "mean", "lstm+mean"]
 Readout = Literal["mean", "last"]
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -32,8 +32,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "motion_encoder": ("cnn", "grid"),
     "fusion": ("project", "concat", "late"),
     "pooling": ("global", "grid"),
-    "temporal": ("lstm", "mean"),
-    "appearance_temporal": ("lstm", "mean"),
+    "temporal": ("lstm", "mean", "lstm+mean"),
+    "appearance_temporal": ("lstm", "mean", "lstm+mean"),
     "readout": ("mean", "last"),
 }
 GRID = 2  # 'grid' pooling keeps a coarse 2×2 layout: where things are, not just what
@@ -67,7 +67,9 @@ class ModelConfig:
     hidden: int = 128  # LSTM width
     layers: int = 1
     bidirectional: bool = False
-    temporal: Temporal = "lstm"  # "mean" = order-blind baseline (average over time)
+    # "mean" = order-blind baseline (average over time); "lstm+mean": two heads on each
+    # stream, an LSTM and a mean, mixed like streams under late fusion (weights on validation).
+    temporal: Temporal = "lstm"
     # Under late fusion, the appearance stream's own head ("mean": what is seen, whatever the
     # order; the motion heads keep ``temporal``). None: as ``temporal``.
     appearance_temporal: Temporal | None = None
@@ -105,6 +107,26 @@ class ModelConfig:
     def streams(self) -> list[str]:
         """The input streams by name: "appearance" (when there is a backbone), then the motion kinds."""
         return (["appearance"] if self.backbone != "none" else []) + self.motion_kinds
+
+    @property
+    def late_fusion(self) -> bool:
+        """A head per stream (else one head reads the streams concatenated)."""
+        return self.fusion == "late" and len(self.streams) >= 2
+
+    @property
+    def heads(self) -> list[tuple[str, str]]:
+        """The classifier heads as (stream read, temporal summary), in ``VideoClassifier``'s
+        order: a head per summary ("lstm+mean": two) of each stream under late fusion, of
+        the concatenated streams ("fused") otherwise."""
+        streams = ([(name, self.appearance_temporal if name == "appearance" else self.temporal) for name in self.streams]
+                   if self.late_fusion else [("fused", self.temporal)])
+        return [(name, part) for name, temporal in streams for part in str(temporal).split("+")]
+
+    @property
+    def head_names(self) -> list[str]:
+        """Names for logs and summaries: the stream, plus "/lstm" or "/mean" where it has two heads."""
+        twice = {name for name, _ in self.heads if sum(n == name for n, _ in self.heads) > 1}
+        return [f"{name}/{part}" if name in twice else name for name, part in self.heads]
 
     def sampling(self) -> SamplingSpec:
         """How clips become this model's inputs (frames and motion maps)."""
@@ -268,14 +290,13 @@ class VideoClassifier(nn.Module):
             MotionEncoder(kind, config.motion_encoder, config.motion_dim, config.pooling) for kind in config.motion_kinds)
         self.motion_channels = [motion_channels(kind) for kind in config.motion_kinds]
         widths += [config.motion_dim] * len(self.motion_encoders)
-        if config.fusion == "late" and len(widths) >= 2:
-            temporals = [config.appearance_temporal] * (self.backbone is not None) + [config.temporal] * len(self.motion_encoders)
-            self.heads = nn.ModuleList(SequenceHead(w, labels, config, t) for w, t in zip(widths, temporals))
-            # How much each stream's head counts; training picks them on the validation clips
-            # (see ``set_stream_weights``). A buffer: saved with the weights.
-            self.register_buffer("stream_weights", torch.full((len(widths),), 1.0 / len(widths)))
-        else:
-            self.heads = nn.ModuleList([SequenceHead(sum(widths), labels, config, config.temporal)])
+        head_widths = dict(zip(config.streams, widths)) if config.late_fusion else {"fused": sum(widths)}
+        self.head_streams = [list(head_widths).index(name) for name, _ in config.heads]  # which stream each head reads
+        self.heads = nn.ModuleList(SequenceHead(head_widths[name], labels, config, part) for name, part in config.heads)
+        if len(self.heads) >= 2:
+            # How much each head counts; training picks them on the validation clips (see
+            # ``set_stream_weights``). A buffer: saved with the weights.
+            self.register_buffer("stream_weights", torch.full((len(self.heads),), 1.0 / len(self.heads)))
         self.train()  # a frozen backbone starts in eval mode too, not only after .train()
 
     def train(self, mode: bool = True) -> VideoClassifier:
@@ -322,12 +343,13 @@ class VideoClassifier(nn.Module):
 
     @property
     def late_fusion(self) -> bool:
+        """Several heads, mixed by ``stream_weights``."""
         return len(self.heads) >= 2
 
     def stream_logits(self, lengths: Tensor, rgb: Tensor | None = None, motion: Tensor | None = None,
                       appearance: Tensor | None = None) -> list[Tensor]:
-        """Logits of each head: one per stream (``config.streams``) under late fusion, else
-        one fused head.
+        """Logits of each head (``config.heads``): under late fusion one per stream and
+        temporal summary, else those of the fused stream.
 
         Training puts the loss on each of these, so with late fusion every stream is a
         classifier on its own (as in two-stream networks).
@@ -343,9 +365,9 @@ class VideoClassifier(nn.Module):
             batch, steps = motion.shape[:2]
             maps = motion.flatten(0, 1).split(self.motion_channels, dim=1)  # a channel group per kind
             streams += [encoder(part).reshape(batch, steps, -1) for encoder, part in zip(self.motion_encoders, maps)]
-        if self.late_fusion:
-            return [head(stream, lengths) for head, stream in zip(self.heads, streams)]
-        return [self.heads[0](torch.cat(self._drop_one_stream(streams), dim=2), lengths)]
+        if not self.config.late_fusion:
+            streams = [torch.cat(self._drop_one_stream(streams), dim=2)]
+        return [head(streams[n], lengths) for head, n in zip(self.heads, self.head_streams)]
 
     def fuse(self, logits: list[Tensor]) -> Tensor:
         """Class logits from the heads' logits: late fusion is a weighted product of the

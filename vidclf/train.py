@@ -549,7 +549,7 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
         "options": {k: str(v) for k, v in asdict(options).items()},
     }
     if model.late_fusion:
-        summary["stream_weights"] = dict(zip(config.streams, model.stream_weights.tolist()))
+        summary["stream_weights"] = dict(zip(config.head_names, model.stream_weights.tolist()))
         log("late fusion: head weights " + ", ".join(f"{name} {w:g}" for name, w in summary["stream_weights"].items())
             + " (chosen on validation)")
     save_model(model, options.out, summary, force=options.force)
