@@ -357,7 +357,7 @@ def test_training_weighs_late_fusion_towards_the_stream_that_carries_the_label(t
     model = VideoClassifier(small_config(labels=["neg", "pos"], fusion="late"))
     options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", epochs=8, batch_size=8, lr=5e-3)
     train, val = make(32, 1), make(16, 2)
-    stage = Stage("train", options.epochs, tmp_path / "m.ckpt")
+    stage = Stage("train", options.epochs, tmp_path / "m.ckpt", options.patience)
     best, _ = fit(model, train, val, options, ["neg", "pos"], torch.device("cpu"), lambda line: None, stage)
     model.load_state_dict(best.state)
     appearance, motion = choose_stream_weights(model, head_logits(model, val, torch.device("cpu")), val.targets)
@@ -386,7 +386,7 @@ def test_training_weighs_the_lstm_head_up_when_only_order_carries_the_label(tmp_
     model = VideoClassifier(config)
     options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", epochs=12, batch_size=8, lr=5e-3)
     train, val = make(32, 1), make(16, 2)
-    stage = Stage("train", options.epochs, tmp_path / "m.ckpt")
+    stage = Stage("train", options.epochs, tmp_path / "m.ckpt", options.patience)
     best, _ = fit(model, train, val, options, ["there", "back"], torch.device("cpu"), lambda line: None, stage)
     model.load_state_dict(best.state)
     weights = dict(zip(config.head_names, choose_stream_weights(model, head_logits(model, val, torch.device("cpu")), val.targets)))
@@ -438,3 +438,27 @@ def test_fine_tuning_must_raise_validation_accuracy_to_replace_the_frozen_model(
     assert not to_beat.beaten_by(0.94, 0.1)
     assert to_beat.beaten_by(0.969, 0.4)  # one more clip right wins, whatever the loss
     assert to_beat.epoch == 51 and to_beat.state is frozen.state
+
+
+@pytest.mark.parametrize("patience", [1, 2])
+def test_a_stage_stops_after_its_own_patience_without_a_new_best(tmp_path: Path, patience: int) -> None:
+    """Fine-tuning that cannot beat the frozen model stops after ``finetune_patience`` epochs
+    (here the frozen model already has validation accuracy 1.0, so nothing can beat it)."""
+    from vidclf.train import Best, EpochRecord, Stage, Tensors, TrainOptions, fit
+
+    def make(n: int, seed: int) -> Tensors:
+        rgb, motion = make_inputs(n, 6, seed=seed)
+        return Tensors(lengths=torch.full((n,), 6), targets=torch.arange(n) % 3, rgb=rgb, motion=motion,
+                       clip_index=torch.arange(n))
+
+    model = VideoClassifier(small_config())
+    options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", batch_size=8, patience=100, finetune_patience=patience)
+    frozen_history = [EpochRecord(e, 1.0, 0.5, 0.5, 1.0 if e == 4 else 0.5, 1e-3, 0.1) for e in range(1, 6)]
+    frozen = Best(4, (1.0, -0.5), {k: v.clone() for k, v in model.state_dict().items()}).to_beat_by_accuracy()
+    lines: list[str] = []
+    stage = Stage("finetune", 8, tmp_path / "ft.ckpt", options.finetune_patience)
+    best, history = fit(model, make(12, 1), make(6, 2), options, LABELS, torch.device("cpu"), lines.append,
+                        stage, frozen_history, frozen)
+    assert best.epoch == 4 and len(history) == 5 + patience
+    assert [r.stage for r in history[5:]] == ["finetune"] * patience
+    assert any(f"finetune early stop: no val improvement for {patience} epochs" in line for line in lines)

@@ -59,6 +59,9 @@ class TrainOptions:
     device: str = "auto"
     val_split: float = 0.2
     patience: int = 15
+    # Fine-tuning stops after this many epochs without beating the best model so far (the
+    # frozen one first): on motion classes it never does, and its epochs cost 10x a frozen one.
+    finetune_patience: int = 3
     class_weights: bool = False
     hflip: bool = False
     views: int = 4  # cached samplings per training clip: 1 uniform + (views-1) random
@@ -114,6 +117,7 @@ class Stage:
     name: str
     epochs: int
     checkpoint: Path
+    patience: int  # early stop after this many epochs without a new best
 
 
 @dataclass
@@ -411,8 +415,8 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOpti
                  disable=not sys.stderr.isatty(), initial=done, total=stage.epochs)
     for step in steps:
         epoch = before + step
-        if best.epoch > 0 and epoch - max(best.epoch, before) > options.patience:
-            log(f"early stop: no val improvement for {options.patience} epochs")
+        if best.epoch > 0 and epoch - max(best.epoch, before) > stage.patience:
+            log(f"{prefix}early stop: no val improvement for {stage.patience} epochs")
             break
         started = time.perf_counter()
         train_loss, train_acc = _train_epoch(model, train, options, epoch, weight, optimizer, params, device)
@@ -517,10 +521,10 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
         return val_by_form[model.config.frozen]
 
     best, history = Best(), []
-    finetune = Stage("finetune", options.finetune_epochs, checkpoint_path(options.out, "finetune"))
+    finetune = Stage("finetune", options.finetune_epochs, checkpoint_path(options.out, "finetune"), options.finetune_patience)
     if not (options.resume and finetune.epochs and finetune.checkpoint.is_file()):
         best, history = fit(model, stack(train_views, splits.train), val_tensors(), options,
-                            splits.labels, device, log, Stage("train", options.epochs, checkpoint_path(options.out)))
+                            splits.labels, device, log, Stage("train", options.epochs, checkpoint_path(options.out), options.patience))
     if finetune.epochs and best.val_acc >= 1.0:  # only a higher validation accuracy could replace it
         log("the frozen backbone already gets every validation clip right: fine-tuning skipped")
     elif finetune.epochs:
