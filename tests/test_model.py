@@ -120,7 +120,7 @@ def test_appearance_head_can_average_while_motion_heads_read_order() -> None:
     reverse = torch.arange(5, -1, -1)
     model = VideoClassifier(small_config(appearance_temporal="mean")).eval()
     lengths = torch.tensor([6])
-    assert model.late_fusion
+    assert model.config.late_fusion and model.mixes_heads
     assert torch.allclose(model(lengths, rgb=rgb, motion=motion), model(lengths, rgb=rgb[:, reverse], motion=motion), atol=1e-5)
     assert not torch.allclose(model(lengths, rgb=rgb, motion=motion), model(lengths, rgb=rgb, motion=motion[:, reverse]))
 

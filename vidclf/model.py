@@ -342,8 +342,8 @@ class VideoClassifier(nn.Module):
         return self.fuse(self.stream_logits(lengths, rgb, motion, appearance))
 
     @property
-    def late_fusion(self) -> bool:
-        """Several heads, mixed by ``stream_weights``."""
+    def mixes_heads(self) -> bool:
+        """Several heads (streams, or LSTM and mean), mixed by ``stream_weights``."""
         return len(self.heads) >= 2
 
     def stream_logits(self, lengths: Tensor, rgb: Tensor | None = None, motion: Tensor | None = None,
@@ -372,7 +372,7 @@ class VideoClassifier(nn.Module):
     def fuse(self, logits: list[Tensor]) -> Tensor:
         """Class logits from the heads' logits: late fusion is a weighted product of the
         heads' probabilities (a weighted sum of log-probabilities)."""
-        if not self.late_fusion:
+        if not self.mixes_heads:
             return logits[0]
         return sum(weight * head.log_softmax(1) for weight, head in zip(self.stream_weights, logits))
 

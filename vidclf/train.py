@@ -423,7 +423,7 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOpti
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         heads = head_logits(model, val, device)
-        if model.late_fusion:
+        if model.mixes_heads:
             choose_stream_weights(model, heads, val.targets)
         val_loss, val_prob = fused_scores(model, heads, val.targets)
         val_acc = float((val_prob.argmax(1) == val.targets).float().mean())
@@ -552,7 +552,7 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
         "val_per_class_recall": {label: m.recall for label, m in report.per_class.items()},
         "options": {k: str(v) for k, v in asdict(options).items()},
     }
-    if model.late_fusion:
+    if model.mixes_heads:
         summary["stream_weights"] = dict(zip(config.head_names, model.stream_weights.tolist()))
         log("late fusion: head weights " + ", ".join(f"{name} {w:g}" for name, w in summary["stream_weights"].items())
             + " (chosen on validation)")
