@@ -408,8 +408,7 @@ def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: 
     make_samples(data, clips_per_class=4, seed=6, classes=("move_left", "move_right"))
     out = tmp_path / "ft.vidclf"
     args = ["train", str(data), "--out", str(out), "--size", "48", "--frames", "4", "--epochs", "3",
-            "--finetune-epochs", "12", "--patience", "100", "--finetune-patience", "100", "--batch-size", "4",
-            "--workers", "0"]
+            "--finetune-epochs", "12", "--patience", "100", "--batch-size", "4", "--workers", "0"]
     checkpoint = out.with_name(out.name + ".finetune.ckpt")
     train_then_kill_9(args, checkpoint, env)
     assert checkpoint.exists() and not out.exists()

@@ -255,7 +255,7 @@ def train(
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     val_split: Annotated[float, typer.Option(min=0.05, max=0.5, help="Validation share when DATA has no val/ folder.")] = 0.2,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without val improvement.")] = 15,
-    finetune_patience: Annotated[int, typer.Option(min=1, help="Stop fine-tuning after this many epochs without beating the best model so far (the frozen one first).")] = 3,
+    finetune_patience: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Stop fine-tuning after this many epochs without beating the best model so far (the frozen one first) \\[default: off].")] = None,
     class_weights: Annotated[bool, typer.Option("--class-weights", help="Weight the loss by inverse class frequency (imbalanced data).")] = False,
     hflip: Annotated[bool, typer.Option("--hflip", help="Random horizontal flips (off: mirroring turns 'left' into 'right').")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model file.")] = False,
