@@ -7,6 +7,7 @@ frames and raw flow maps, and training and prediction can never disagree.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
@@ -125,8 +126,9 @@ class ModelConfig:
     @property
     def head_names(self) -> list[str]:
         """Names for logs and summaries: the stream, plus "/lstm" or "/mean" where it has two heads."""
-        twice = {name for name, _ in self.heads if sum(n == name for n, _ in self.heads) > 1}
-        return [f"{name}/{part}" if name in twice else name for name, part in self.heads]
+        heads = self.heads
+        per_stream = Counter(name for name, _ in heads)
+        return [f"{name}/{part}" if per_stream[name] > 1 else name for name, part in heads]
 
     def sampling(self) -> SamplingSpec:
         """How clips become this model's inputs (frames and motion maps)."""
