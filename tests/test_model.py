@@ -25,7 +25,7 @@ def make_inputs(batch: int, steps: int, size: int = 32, motion_size: int = 16, s
 
 def small_config(**overrides) -> ModelConfig:
     base = dict(labels=LABELS, backbone="small", motion="farneback", frames=6, size=32, motion_size=16,
-                hidden=16, appearance_dim=8, motion_dim=8)
+                hidden=16, appearance_dim=8, motion_dim=8, temporal="lstm")
     return ModelConfig(**{**base, **overrides})
 
 
@@ -230,7 +230,7 @@ def test_save_load_round_trip_gives_same_logits(tmp_path: Path, backbone: str, f
 def test_frozen_lite0_file_is_small(tmp_path: Path) -> None:
     model = VideoClassifier(ModelConfig(labels=LABELS, backbone="lite0", frozen=True))
     save_model(model, tmp_path / "m.vidclf", {})
-    assert (tmp_path / "m.vidclf").stat().st_size < 2_000_000  # head only, not the 13 MB backbone
+    assert (tmp_path / "m.vidclf").stat().st_size < 3_000_000  # encoders and heads only, not the 13 MB backbone
 
 
 def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
@@ -341,6 +341,16 @@ def test_format_1_model_files_still_load(tmp_path: Path) -> None:
         load_model(tmp_path / "v1-dis.vidclf")
 
 
+def test_lstm_plus_mean_files_with_shared_encoders_are_refused_with_a_retrain_message(tmp_path: Path) -> None:
+    save_model(VideoClassifier(small_config(temporal="lstm+mean")), tmp_path / "new.vidclf", {})
+    assert len(load_model(tmp_path / "new.vidclf").model.mean_encoders) == 2
+    payload = torch.load(tmp_path / "new.vidclf", weights_only=True)
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.startswith("mean_encoders.")}
+    torch.save(payload, tmp_path / "shared.vidclf")
+    with pytest.raises(ModelFileError, match="shared.vidclf: an 'lstm\\+mean' model .*retrain it"):
+        load_model(tmp_path / "shared.vidclf")
+
+
 def test_training_weighs_late_fusion_towards_the_stream_that_carries_the_label(tmp_path: Path) -> None:
     """Labels live only in the motion maps' sign; frames are noise. Validation must make the
     motion head count more than the appearance head, and the fused model must be right."""
@@ -366,33 +376,98 @@ def test_training_weighs_late_fusion_towards_the_stream_that_carries_the_label(t
     assert (probabilities.argmax(1) == val.targets).float().mean() == 1.0
 
 
-def test_training_weighs_the_lstm_head_up_when_only_order_carries_the_label(tmp_path: Path) -> None:
-    """Every clip's motion goes one way, then the other; the label is which way first, so a
-    mean over time sees the same clip for both labels. With ``lstm+mean``, validation must
-    put the weight on the motion stream's LSTM head."""
+def _train_lstm_plus_mean(tmp_path: Path, labels: list[str], first_half: int, second_half: int) -> tuple[dict[str, float], list[float], float]:
+    """Train ``lstm+mean`` on clips whose motion is +1 or -1 (by label) times ``first_half``
+    for three steps, then ``second_half`` for three, over noise; return the head weights
+    chosen on validation, each head's own validation accuracy and the fused model's."""
     from vidclf.train import Stage, Tensors, TrainOptions, choose_stream_weights, evaluate, fit, head_logits
 
     def make(n: int, seed: int) -> Tensors:
         targets = torch.arange(n) % 2
         rgb, motion = make_inputs(n, 6, seed=seed)
-        first = (targets * 2 - 1).float()[:, None]
-        direction = torch.cat([first.expand(n, 3), -first.expand(n, 3)], dim=1)
+        sign = (targets * 2 - 1).float()[:, None]
+        direction = torch.cat([first_half * sign.expand(n, 3), second_half * sign.expand(n, 3)], dim=1)
         motion = motion * 0.3 + direction[:, :, None, None, None]
         return Tensors(lengths=torch.full((n,), 6), targets=targets, rgb=rgb, motion=motion,
                        clip_index=torch.arange(n))
 
     torch.manual_seed(0)
-    config = small_config(labels=["there", "back"], temporal="lstm+mean")
+    config = small_config(labels=labels, temporal="lstm+mean")
     model = VideoClassifier(config)
     options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", epochs=12, batch_size=8, lr=5e-3)
     train, val = make(32, 1), make(16, 2)
     stage = Stage("train", options.epochs, tmp_path / "m.ckpt", options.patience)
-    best, _ = fit(model, train, val, options, ["there", "back"], torch.device("cpu"), lambda line: None, stage)
+    best, _ = fit(model, train, val, options, labels, torch.device("cpu"), lambda line: None, stage)
     model.load_state_dict(best.state)
-    weights = dict(zip(config.head_names, choose_stream_weights(model, head_logits(model, val, torch.device("cpu")), val.targets)))
-    assert max(weights, key=weights.get) == "farneback/lstm", weights
+    logits = head_logits(model, val, torch.device("cpu"))
+    weights = choose_stream_weights(model, logits, val.targets)
+    per_head = [float((head.argmax(1) == val.targets).float().mean()) for head in logits]
     _, probabilities = evaluate(model, val, torch.device("cpu"))
-    assert (probabilities.argmax(1) == val.targets).float().mean() == 1.0
+    return dict(zip(config.head_names, weights)), per_head, float((probabilities.argmax(1) == val.targets).float().mean())
+
+
+def test_lstm_plus_mean_is_right_when_only_order_carries_the_label(tmp_path: Path) -> None:
+    """Motion goes one way, then back; the label is which way first, so a mean over time sees
+    the same clip for both labels: the mean head cannot tell them apart, the fused model must."""
+    weights, per_head, accuracy = _train_lstm_plus_mean(tmp_path, ["there", "back"], 1, -1)
+    assert per_head[list(weights).index("farneback/mean")] <= 0.75, per_head  # it cannot see the order
+    assert weights["farneback/lstm"] > weights["appearance/lstm"], weights
+    assert accuracy == 1.0
+
+
+def test_lstm_plus_mean_splits_each_stream_evenly_when_order_does_not_matter(tmp_path: Path) -> None:
+    """Motion one way throughout: both heads get every validation clip right, and then the
+    LSTM's lower loss must not take the mean head's share."""
+    weights, _, accuracy = _train_lstm_plus_mean(tmp_path, ["neg", "pos"], 1, 1)
+    assert weights["farneback/lstm"] == weights["farneback/mean"] > 0.0, weights
+    assert accuracy == 1.0
+
+
+@pytest.mark.parametrize("fusion", ["late", "project"])
+def test_lstm_plus_mean_gives_the_mean_heads_encoders_of_their_own(fusion: str) -> None:
+    """An LSTM model and an order-blind model side by side: each head's loss trains its own
+    encoders only (sharing them cost the suite's order task), and the backbone serves both."""
+    config = small_config(temporal="lstm+mean", fusion=fusion)
+    model = VideoClassifier(config)
+    assert list(model.mean_encoders) == ["appearance", "farneback"]
+    rgb, motion = make_inputs(2, 6)
+    logits = model.stream_logits(torch.tensor([6, 6]), rgb=rgb, motion=motion)
+    means = [part == "mean" for _, part in config.heads]
+    lstm_encoders = [*model.motion_encoders.parameters(), *model.appearance_proj.parameters()]
+    for trained, untouched, loss_on_mean in ((model.mean_encoders, lstm_encoders, True),
+                                             (lstm_encoders, model.mean_encoders, False)):
+        model.zero_grad(set_to_none=True)
+        sum(head.sum() for head, mean in zip(logits, means) if mean == loss_on_mean).backward(retain_graph=True)
+        params = trained.parameters() if isinstance(trained, nn.Module) else trained
+        assert all(p.grad is not None for p in params)
+        params = untouched.parameters() if isinstance(untouched, nn.Module) else untouched
+        assert all(p.grad is None for p in params)
+        assert any(p.grad is not None for p in model.backbone.parameters())
+    assert len(VideoClassifier(small_config()).mean_encoders) == 0  # plain LSTM models are unchanged
+
+
+def test_lstm_plus_mean_leaves_the_even_split_only_for_a_strictly_more_accurate_one() -> None:
+    """The rule on given validation logits: the mean heads confidently wrong on a quarter of the
+    clips (order partners) → the LSTM heads alone; both right → an even split."""
+    from vidclf.train import choose_stream_weights
+
+    model = VideoClassifier(small_config(labels=["there", "back"], temporal="lstm+mean", backbone="none"))
+    targets = torch.arange(8) % 2
+    right = nn.functional.one_hot(targets, 2).float() * 4
+    wrong = right.clone()
+    wrong[:2] = right[:2].flip(1) * 2  # confidently the partner class
+    assert choose_stream_weights(model, [right, wrong], targets) == (1.0, 0.0)
+    assert choose_stream_weights(model, [right, right], targets) == (0.5, 0.5)
+
+
+def test_head_weights_share_a_stream_evenly_or_give_it_to_one_kind_of_head() -> None:
+    from vidclf.train import head_weights
+
+    heads = [("appearance", "mean"), ("farneback", "lstm"), ("farneback", "mean")]
+    share = {"appearance": 0.5, "farneback": 0.5}
+    assert head_weights(heads, share) == (0.5, 0.25, 0.25)
+    assert head_weights(heads, share, "lstm") == (0.5, 0.5, 0.0)  # appearance keeps its only head
+    assert head_weights(heads, share, "mean") == (0.5, 0.0, 0.5)
 
 
 def test_frozen_features_do_not_depend_on_mode_or_batch() -> None:

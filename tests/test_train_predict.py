@@ -197,10 +197,11 @@ def test_same_seed_gives_the_same_model_with_or_without_worker_processes(tmp_pat
                          "--frames", "6", "--epochs", "2", "--workers", workers, "--seed", "5", env=env)
         assert result.returncode == 0, result.stderr
         weights.append(torch.load(out, weights_only=True)["state_dict"])
-        # three streams (appearance and two flows), fused late: the validation-chosen weights are saved and reported
+        # three streams (appearance and two flows), each with an LSTM and a mean head, fused
+        # late: the validation-chosen weights (a stream's quarters, split between its heads) are saved and reported
         chosen = json.loads(run_cli("info", str(out), "--json", env=env).stdout)["training"]["stream_weights"]
-        assert list(chosen) == ["appearance", "farneback", "dis"] and sum(chosen.values()) == 1.0
-        assert all(weight in (0.0, 0.25, 0.5, 0.75, 1.0) for weight in chosen.values())
+        assert list(chosen) == [f"{stream}/{head}" for stream in ("appearance", "farneback", "dis") for head in ("lstm", "mean")]
+        assert sum(chosen.values()) == 1.0 and all((weight * 8).is_integer() for weight in chosen.values())
         assert weights[-1]["stream_weights"].tolist() == list(chosen.values())
         assert "late fusion: head weights appearance" in result.stderr
         (tmp_path / "cache").rename(tmp_path / f"cache-{workers}")  # the second run decodes afresh

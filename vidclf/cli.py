@@ -239,7 +239,7 @@ def train(
     frames: Annotated[int, typer.Option("--frames", min=2, help="Frames sampled per clip (T).")] = 16,
     size: Annotated[int, typer.Option(min=32, help="Frame size in pixels (square, centre crop).")] = 112,
     pooling: Annotated[str, typer.Option(help="Spatial pooling of frame features: global or grid (2x2).")] = "global",
-    temporal: Annotated[str, typer.Option(help="lstm; mean: an order-blind baseline that averages over time; lstm+mean: both, a head each, mixed by weights chosen on validation.")] = "lstm",
+    temporal: Annotated[str, typer.Option(help="lstm+mean: an LSTM head and an order-blind mean head on each stream, sharing its weight unless validation prefers one; lstm or mean: only that one.")] = "lstm+mean",
     appearance_temporal: Annotated[Optional[str], typer.Option(show_default=False, help="With late fusion, the appearance stream's own head: lstm, mean or lstm+mean \\[default: as --temporal].")] = None,
     readout: Annotated[str, typer.Option(help="LSTM output used: mean over steps (as LRCN) or last.")] = "mean",
     hidden: Annotated[int, typer.Option(min=1, help="LSTM width.")] = 128,

@@ -68,9 +68,10 @@ class ModelConfig:
     hidden: int = 128  # LSTM width
     layers: int = 1
     bidirectional: bool = False
-    # "mean" = order-blind baseline (average over time); "lstm+mean": two heads on each
-    # stream, an LSTM and a mean, mixed like streams under late fusion (weights on validation).
-    temporal: Temporal = "lstm"
+    # "lstm+mean": two heads on each stream, an LSTM and an order-blind mean over time, each
+    # with its own encoder; they split the stream's weight evenly unless validation says one
+    # kind alone is more accurate (suite round 7). "lstm" or "mean": only that head.
+    temporal: Temporal = "lstm+mean"
     # Under late fusion, the appearance stream's own head ("mean": what is seen, whatever the
     # order; the motion heads keep ``temporal``). None: as ``temporal``.
     appearance_temporal: Temporal | None = None
@@ -122,6 +123,13 @@ class ModelConfig:
         streams = ([(name, self.appearance_temporal if name == "appearance" else self.temporal) for name in self.streams]
                    if self.late_fusion else [("fused", self.temporal)])
         return [(name, part) for name, temporal in streams for part in str(temporal).split("+")]
+
+    @property
+    def streams_with_both_heads(self) -> list[str]:
+        """Input streams read by both an LSTM and a mean head ("lstm+mean"): under late fusion
+        those whose own heads are both, otherwise all of them when the fused stream's are."""
+        both = {name for name, part in self.heads if part == "mean"} & {name for name, part in self.heads if part == "lstm"}
+        return [name for name in self.streams if name in both or "fused" in both]
 
     @property
     def head_names(self) -> list[str]:
@@ -269,6 +277,14 @@ class SequenceHead(nn.Module):
         return torch.cat(list(hidden[-directions:]), dim=1)  # last layer, each direction
 
 
+def _encode(encoder: nn.Module, steps: Tensor) -> Tensor:
+    """Per-step features ``(B, T, D)``: appearance features ``(B, T, F)`` go through their
+    projection as they are; motion maps ``(B, T, C, M, M)`` one step at a time."""
+    if steps.dim() == 3:
+        return encoder(steps)
+    return encoder(steps.flatten(0, 1)).reshape(*steps.shape[:2], -1)
+
+
 class VideoClassifier(nn.Module):
     """Frames (+ motion maps) → per-step features → LSTM (or mean) → class logits."""
 
@@ -276,30 +292,44 @@ class VideoClassifier(nn.Module):
         super().__init__()
         self.config = config
         labels = len(config.labels)
-        widths = []
         self.backbone: nn.Module | None = None
         if config.backbone != "none":
             self.backbone = Lite0Features(pretrained) if config.backbone == "lite0" else SmallCNN()
             if config.frozen:
                 self.backbone.requires_grad_(False)
-            width = _pooled_dim(self.backbone.out_channels, config.pooling)
-            projected = config.fusion != "concat"
-            self.appearance_proj = nn.Sequential(
-                nn.LayerNorm(width), nn.Dropout(config.dropout),
-                *([nn.Linear(width, config.appearance_dim), nn.ReLU(inplace=True)] if projected else []))
-            widths.append(config.appearance_dim if projected else width)
-        self.motion_encoders = nn.ModuleList(
-            MotionEncoder(kind, config.motion_encoder, config.motion_dim, config.pooling) for kind in config.motion_kinds)
+            self.appearance_proj = self._appearance_proj()
+        self.motion_encoders = nn.ModuleList(self._motion_encoder(kind) for kind in config.motion_kinds)
         self.motion_channels = [motion_channels(kind) for kind in config.motion_kinds]
-        widths += [config.motion_dim] * len(self.motion_encoders)
-        head_widths = dict(zip(config.streams, widths)) if config.late_fusion else {"fused": sum(widths)}
-        self.head_streams = [list(head_widths).index(name) for name, _ in config.heads]  # which stream each head reads
+        # "lstm+mean": where a stream has both heads, the mean head gets encoders of its own
+        # (the backbone stays shared), so the two are an LSTM model and an order-blind model side
+        # by side. Suite round 7: with shared encoders the mean head's gradient cost the order
+        # task 4 points; a mean head reading the LSTM's features, untrained, lost 3 on steady motion.
+        self.mean_encoders = nn.ModuleDict(
+            (name, self._appearance_proj() if name == "appearance" else self._motion_encoder(name))
+            for name in config.streams_with_both_heads)
+        widths = {"appearance": self._appearance_width()} if self.backbone is not None else {}
+        widths |= {kind: config.motion_dim for kind in config.motion_kinds}
+        head_widths = widths if config.late_fusion else {"fused": sum(widths.values())}
         self.heads = nn.ModuleList(SequenceHead(head_widths[name], labels, config, part) for name, part in config.heads)
         if len(self.heads) >= 2:
             # How much each head counts; training picks them on the validation clips (see
             # ``set_stream_weights``). A buffer: saved with the weights.
             self.register_buffer("stream_weights", torch.full((len(self.heads),), 1.0 / len(self.heads)))
         self.train()  # a frozen backbone starts in eval mode too, not only after .train()
+
+    def _appearance_width(self) -> int:
+        return (self.config.appearance_dim if self.config.fusion != "concat"
+                else _pooled_dim(self.backbone.out_channels, self.config.pooling))
+
+    def _appearance_proj(self) -> nn.Module:
+        width = _pooled_dim(self.backbone.out_channels, self.config.pooling)
+        return nn.Sequential(
+            nn.LayerNorm(width), nn.Dropout(self.config.dropout),
+            *([nn.Linear(width, self.config.appearance_dim), nn.ReLU(inplace=True)]
+              if self.config.fusion != "concat" else []))
+
+    def _motion_encoder(self, kind: str) -> MotionEncoder:
+        return MotionEncoder(kind, self.config.motion_encoder, self.config.motion_dim, self.config.pooling)
 
     def train(self, mode: bool = True) -> VideoClassifier:
         super().train(mode)
@@ -356,20 +386,31 @@ class VideoClassifier(nn.Module):
         Training puts the loss on each of these, so with late fusion every stream is a
         classifier on its own (as in two-stream networks).
         """
-        streams = []
+        inputs: dict[str, Tensor] = {}
         if self.backbone is not None:
             if appearance is None:
                 assert rgb is not None, "pass rgb frames or cached appearance features"
                 appearance = self.appearance_features(rgb)
-            streams.append(self.appearance_proj(appearance))
+            inputs["appearance"] = appearance
         if self.motion_encoders:
             assert motion is not None, "this model needs motion maps"
-            batch, steps = motion.shape[:2]
-            maps = motion.flatten(0, 1).split(self.motion_channels, dim=1)  # a channel group per kind
-            streams += [encoder(part).reshape(batch, steps, -1) for encoder, part in zip(self.motion_encoders, maps)]
+            maps = motion.split(self.motion_channels, dim=2)  # a channel group per kind
+            inputs |= dict(zip(self.config.motion_kinds, maps))
+        encoders = dict(zip(self.config.motion_kinds, self.motion_encoders))
+        if self.backbone is not None:
+            encoders["appearance"] = self.appearance_proj
+        features = {name: _encode(encoders[name], x) for name, x in inputs.items()}
+        mean_features = {name: _encode(encoder, inputs[name]) for name, encoder in self.mean_encoders.items()}
         if not self.config.late_fusion:
-            streams = [torch.cat(self._drop_one_stream(streams), dim=2)]
-        return [head(streams[n], lengths) for head, n in zip(self.heads, self.head_streams)]
+            features = {"fused": self._fuse_streams(features)}
+            if mean_features:
+                mean_features = {"fused": self._fuse_streams(mean_features)}
+        return [head(mean_features[name] if part == "mean" and name in mean_features else features[name], lengths)
+                for head, (name, part) in zip(self.heads, self.config.heads)]
+
+    def _fuse_streams(self, features: dict[str, Tensor]) -> Tensor:
+        """The input streams' features concatenated at every step (fusion "project"/"concat")."""
+        return torch.cat(self._drop_one_stream([features[name] for name in self.config.streams]), dim=2)
 
     def fuse(self, logits: list[Tensor]) -> Tensor:
         """Class logits from the heads' logits: late fusion is a weighted product of the

@@ -126,6 +126,9 @@ def read_metadata(path: Path) -> dict[str, object]:
 def _upgrade_state(state: dict[str, torch.Tensor], version: int, config: ModelConfig,
                    path: Path) -> dict[str, torch.Tensor]:
     """Weights of an older format, renamed to what this version builds."""
+    if config.streams_with_both_heads and not any(k.startswith("mean_encoders.") for k in state):
+        raise ModelFileError(f"{path}: an 'lstm+mean' model from before its mean heads had encoders of "
+                             "their own; retrain it with 'vidclf train'")
     if version >= 2:
         return state
     if config.motion == "dis":

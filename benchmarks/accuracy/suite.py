@@ -51,7 +51,7 @@ CONFIGS: dict[str, str] = {
     "size160": "--size 160",
     # the LSTM and its schedule
     "appearance-mean": "--appearance-temporal mean",
-    "lstm+mean": "--temporal lstm+mean",
+    "lstm-only": "--temporal lstm",
     "lstm-last-state": "--readout last",
     "lstm-64": "--hidden 64",
     "lstm-256": "--hidden 256",
