@@ -39,13 +39,15 @@ def train_then_kill_9(args: list[str], checkpoint: Path, env: dict[str, str]) ->
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """Train once (motion stream only: fast) on 4 classes; tests share the model."""
+    """Train once (motion streams only, LSTM heads only: fast) on 4 classes; tests share the
+    model. The default's mean heads double the motion encoders to train; they are covered by
+    tests/test_model.py and by the default-config trainings below."""
     root = tmp_path_factory.mktemp("e2e")
     env = {**os.environ, "VIDCLF_CACHE_DIR": str(root / "cache"), "COLUMNS": "200"}
     make_samples(root / "train", clips_per_class=20, seed=11, classes=CLASSES)
     make_samples(root / "test", clips_per_class=6, seed=12, classes=CLASSES)
     model = root / "motion.vidclf"
-    result = run_cli("train", str(root / "train"), "--out", str(model), "--preset", "motion",
+    result = run_cli("train", str(root / "train"), "--out", str(model), "--preset", "motion", "--temporal", "lstm",
                      "--epochs", "60", "--patience", "60", "--batch-size", "8", "--seed", "1", env=env)
     assert result.returncode == 0, result.stderr
     return {"root": root, "env": env, "model": model, "train": result}
@@ -159,7 +161,7 @@ def test_kill_9_then_resume_loses_at_most_one_epoch(workspace: dict, tmp_path: P
     env = workspace["env"]
     data = workspace["root"] / "train"
     out = tmp_path / "resumable.vidclf"
-    args = ["train", str(data), "--out", str(out), "--backbone", "none", "--epochs", "30",
+    args = ["train", str(data), "--out", str(out), "--backbone", "none", "--temporal", "lstm", "--epochs", "30",
             "--patience", "30", "--batch-size", "4", "--seed", "1"]
     checkpoint = out.with_name(out.name + ".ckpt")
     train_then_kill_9(args, checkpoint, env)
