@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from vidclf.samples import write_clip
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy"))
 import tasks  # noqa: E402
 
@@ -75,3 +77,19 @@ def test_clip_stems_are_unique_per_source_file() -> None:
     stems = [tasks.clip_stem(Path(name)) for name in names]
     assert len(set(stems)) == len(names)
     assert stems == [tasks.clip_stem(Path(name)) for name in names]  # stable across calls
+
+
+def test_copies_of_one_footage_share_a_split_whatever_their_names(tmp_path: Path) -> None:
+    footage, other = np.stack(textured_frames(8, seed=0)), np.stack(textured_frames(8, seed=1))
+    small = np.stack([cv2.resize(frame, (160, 120), interpolation=cv2.INTER_AREA) for frame in footage])
+    files = {"a_footage.avi": footage, "b_footage_recompressed.mp4": footage, "c_copy.avi": small,
+             "d_other.mp4": other}
+    for name, frames in files.items():
+        write_clip(frames, tmp_path / name, 15.0)
+    videos = [tmp_path / name for name in files]
+    by_name = [tasks.split_of(video) for video in videos]
+    assert by_name == ["val", "val", "train", "test"]  # the file names alone split the copies
+
+    splits = tasks.splits_by_footage(videos)
+
+    assert [splits[video] for video in videos] == ["val", "val", "val", "test"]

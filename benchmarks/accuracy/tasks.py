@@ -90,9 +90,47 @@ def name_hash(path: Path) -> int:
 
 
 def split_of(path: Path) -> str:
-    """train / val / test by a hash of the file name: 60/20/20 and stable across runs."""
+    """train / val / test by a hash of the file name: 60/20/20 and stable across runs (see
+    ``splits_by_footage`` for copies of one footage)."""
     bucket = name_hash(path) % 10
     return "train" if bucket < 6 else "val" if bucket < 8 else "test"
+
+
+SAME_FOOTAGE_CORRELATION = 0.95  # copies score ≥ 0.99 on the corpus; different videos ≤ 0.90
+
+
+def footage_thumbnail(path: Path) -> np.ndarray:
+    """The 6th frame, grey, 32×32, zero mean and unit norm: alike for copies of one footage
+    whatever their container, codec or resolution."""
+    frame = read_frames(path, limit=6)[-1]
+    thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
+    thumb = thumb.astype(np.float64) - thumb.mean()
+    return thumb / max(float(np.linalg.norm(thumb)), 1e-9)
+
+
+def splits_by_footage(videos: list[Path]) -> dict[Path, str]:
+    """train / val / test per video, copies of one footage in one split.
+
+    The corpus holds the same footage in several files (Big Buck Bunny in 6 containers and
+    encodings, a clip pristine and re-compressed); split by file name alone, a copy of a training
+    video landed in val or test. Videos whose thumbnails correlate ≥ SAME_FOOTAGE_CORRELATION are
+    one footage, whose split is that of its first file name.
+    """
+    videos = sorted(videos, key=lambda v: v.name)
+    thumbs = [footage_thumbnail(v) for v in videos]
+    parent = list(range(len(videos)))  # union-find; a group's root is its first file name
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(len(videos)):
+        for j in range(i + 1, len(videos)):
+            if float((thumbs[i] * thumbs[j]).sum()) >= SAME_FOOTAGE_CORRELATION:
+                a, b = root(i), root(j)
+                parent[max(a, b)] = min(a, b)
+    return {video: split_of(videos[root(i)]) for i, video in enumerate(videos)}
 
 
 def read_frames(path: Path, limit: int = 150, short_side: int = 240) -> list[np.ndarray]:
@@ -212,8 +250,8 @@ def real_footage_task(root: Path, corpus: Path, scale: Scale, seed: int, classes
     if min_textured_share:
         videos = [v for v in videos if textured_share(read_frames(v, limit=31)[::15]) >= min_textured_share]
     by_split: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
-    for video in videos:
-        by_split[split_of(video)].append(video)
+    for video, split in splits_by_footage(videos).items():
+        by_split[split].append(video)
     wanted = {"train": scale.train_per_class, "val": max(2, scale.train_per_class // 4),
               "test": scale.test_per_class}
     # Clips per (video, class) so each class gets about the wanted count in each split.
