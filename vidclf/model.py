@@ -386,6 +386,20 @@ class VideoClassifier(nn.Module):
         Training puts the loss on each of these, so with late fusion every stream is a
         classifier on its own (as in two-stream networks).
         """
+        inputs = self._stream_inputs(rgb, motion, appearance)
+        features = {name: _encode(self._encoder(name), x) for name, x in inputs.items()}
+        mean_features = {name: _encode(encoder, inputs[name]) for name, encoder in self.mean_encoders.items()}
+        if not self.config.late_fusion:
+            features = {"fused": self._fuse_streams(features)}
+            if mean_features:
+                mean_features = {"fused": self._fuse_streams(mean_features)}
+        return [head(mean_features[name] if part == "mean" and name in mean_features else features[name], lengths)
+                for head, (name, part) in zip(self.heads, self.config.heads)]
+
+    def _stream_inputs(self, rgb: Tensor | None, motion: Tensor | None,
+                       appearance: Tensor | None) -> dict[str, Tensor]:
+        """Each stream's per-step input, by stream name: appearance features ``(B, T, F)``
+        (from ``rgb`` unless cached), each motion kind's maps ``(B, T, C, M, M)``."""
         inputs: dict[str, Tensor] = {}
         if self.backbone is not None:
             if appearance is None:
@@ -396,17 +410,13 @@ class VideoClassifier(nn.Module):
             assert motion is not None, "this model needs motion maps"
             maps = motion.split(self.motion_channels, dim=2)  # a channel group per kind
             inputs |= dict(zip(self.config.motion_kinds, maps))
-        encoders = dict(zip(self.config.motion_kinds, self.motion_encoders))
-        if self.backbone is not None:
-            encoders["appearance"] = self.appearance_proj
-        features = {name: _encode(encoders[name], x) for name, x in inputs.items()}
-        mean_features = {name: _encode(encoder, inputs[name]) for name, encoder in self.mean_encoders.items()}
-        if not self.config.late_fusion:
-            features = {"fused": self._fuse_streams(features)}
-            if mean_features:
-                mean_features = {"fused": self._fuse_streams(mean_features)}
-        return [head(mean_features[name] if part == "mean" and name in mean_features else features[name], lengths)
-                for head, (name, part) in zip(self.heads, self.config.heads)]
+        return inputs
+
+    def _encoder(self, stream: str) -> nn.Module:
+        """The stream's main encoder (the one its LSTM head, or its only head, reads)."""
+        if stream == "appearance":
+            return self.appearance_proj
+        return self.motion_encoders[self.config.motion_kinds.index(stream)]
 
     def _fuse_streams(self, features: dict[str, Tensor]) -> Tensor:
         """The input streams' features concatenated at every step (fusion "project"/"concat")."""
