@@ -2,6 +2,7 @@
 
 Real footage is stood in for by generated textured frames, so these run without ../shared."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -93,3 +94,61 @@ def test_copies_of_one_footage_share_a_split_whatever_their_names(tmp_path: Path
     splits = tasks.splits_by_footage(videos)
 
     assert [splits[video] for video in videos] == ["val", "val", "val", "test"]
+
+
+def panning_footage(count: int, step: int, seed: int = 0) -> np.ndarray:
+    """A 240×320 window sliding ``step`` px right per frame over one wide texture."""
+    wide = textured_frames(1, seed)[0]
+    wide = np.concatenate([wide, wide[:, ::-1], wide], axis=1)
+    return np.stack([wide[:, i * step : i * step + 320] for i in range(count)])
+
+
+def test_only_windows_that_move_count_for_the_arrow_of_time() -> None:
+    still = np.stack([tasks.centre_square(textured_frames(1)[0])] * 12)
+    pan = np.stack([tasks.centre_square(frame) for frame in panning_footage(12, 4)])
+    # Still for 6 frames, then panning: only windows lying mostly in the pan move.
+    mixed = np.concatenate([still[:6], pan[:6]])
+
+    assert tasks.moving_windows(still, 5) == []
+    assert tasks.moving_windows(pan, 5) == list(range(8))
+    assert tasks.moving_windows(mixed, 5) == [4, 5, 6, 7]
+
+
+def write_corpus(root: Path, videos: dict[str, np.ndarray]) -> None:
+    """Videos and the manifest.json that ``tasks.corpus_videos`` reads."""
+    records = []
+    for name, frames in videos.items():
+        write_clip(frames, root / name, 15.0)
+        records.append({"file": name, "cv2_decoded_frames": len(frames), "width": frames.shape[2],
+                        "height": frames.shape[1]})
+    (root / "manifest.json").write_text(json.dumps(records))
+
+
+def read_clip(path: Path) -> np.ndarray:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (frame := capture.read()[1]) is not None:
+        frames.append(frame)
+    return np.stack(frames)
+
+
+def test_arrow_of_time_writes_each_moving_window_both_ways_and_skips_still_footage(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    # Names picked so that split_of puts the two moving videos in train and test.
+    videos = {"a_pan.avi": panning_footage(40, 3, seed=1), "b_pan.avi": panning_footage(40, 2, seed=2),
+              "still.avi": np.stack(textured_frames(1, seed=3) * 40)}
+    assert [tasks.split_of(Path(name)) for name in videos] == ["train", "test", "train"]
+    write_corpus(corpus, videos)
+    scale = tasks.Scale(train_per_class=3, test_per_class=2, clip_frames=8)
+
+    tasks.arrow_of_time(tmp_path / "data", corpus, scale, seed=0)
+
+    forward = sorted((tmp_path / "data").glob("*/forward/*.avi"))
+    assert {(path.parent.parent.name, path.name.split("-")[0]) for path in forward} == {
+        ("train", "a_pan"), ("test", "b_pan")}  # the still video gave no clips
+    assert len([p for p in forward if p.parts[-3] == "train"]) == 3
+    for path in forward:
+        clip, backwards = read_clip(path), read_clip(path.parents[1] / "reversed" / path.name)
+        assert clip.shape == (8, tasks.CLIP_SIZE, tasks.CLIP_SIZE, 3)
+        assert np.abs(clip.astype(int) - backwards[::-1]).mean() < 2  # the same frames, in reverse
+        assert content_shift(clip[0], clip[-1])[0] < -5  # played forward, the picture moves left

@@ -31,6 +31,12 @@ CLIP_FPS = 15.0
 # Camera-motion footage must be textured: a window moving over flat grey shows no motion. The
 # corpus has a clear gap: 0.02 and 0.07 (a disc on grey, a cartoon) against ≥ 0.31 for the rest.
 MIN_TEXTURED_SHARE = 0.2
+# Arrow-of-time windows take every 2nd source frame, so a 24-frame clip spans ~1.6 s and moves
+# twice as far, and must move: median DIS flow ≥ 0.5 px per clip frame at CLIP_SIZE. Below that,
+# forward and reversed are all but the same clip: the label has nothing to go on.
+ARROW_STRIDE = 2
+ARROW_MAX_FRAMES = 150  # strided frames read per video
+MIN_WINDOW_MOTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -188,16 +194,33 @@ def textured_share(frames: list[np.ndarray], block: int = 16, min_std: float = 4
     return float(np.mean(shares))
 
 
-def arrow_clip(frames: list[np.ndarray], kind: str, rng: np.random.Generator, length: int) -> np.ndarray:
-    """A window of real footage (centre square) played forward or reversed."""
-    start = int(rng.integers(0, max(1, len(frames) - length)))
-    window = frames[start : start + length]
-    h, w = window[0].shape[:2]
+def centre_square(frame: np.ndarray) -> np.ndarray:
+    """The frame's centre square, CLIP_SIZE px a side."""
+    h, w = frame.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    clip = np.stack([cv2.resize(f[top : top + side, left : left + side], (CLIP_SIZE, CLIP_SIZE),
-                                interpolation=cv2.INTER_AREA) for f in window])
-    return clip[::-1] if kind == "reversed" else clip
+    return cv2.resize(frame[top : top + side, left : left + side], (CLIP_SIZE, CLIP_SIZE),
+                      interpolation=cv2.INTER_AREA)
+
+
+def footage_clip(frames: list[np.ndarray], rng: np.random.Generator, length: int) -> np.ndarray:
+    """A random window of real footage, centre square, as it plays."""
+    start = int(rng.integers(0, max(1, len(frames) - length)))
+    return np.stack([centre_square(f) for f in frames[start : start + length]])
+
+
+def step_motion(clip: np.ndarray) -> np.ndarray:
+    """Mean DIS flow magnitude (px at CLIP_SIZE) between each pair of consecutive frames."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    grey = [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in clip]
+    return np.array([float(np.linalg.norm(dis.calc(a, b, None), axis=2).mean()) for a, b in zip(grey, grey[1:])])
+
+
+def moving_windows(frames: np.ndarray, length: int) -> list[int]:
+    """Starts of the ``length``-frame windows whose median step motion is ≥ MIN_WINDOW_MOTION."""
+    motion = step_motion(frames)
+    return [start for start in range(len(frames) - length + 1)
+            if float(np.median(motion[start : start + length - 1])) >= MIN_WINDOW_MOTION]
 
 
 def shape_vertices(kind: str) -> np.ndarray:
@@ -220,7 +243,7 @@ def shape_vertices(kind: str) -> np.ndarray:
 def appearance_clip(frames: list[np.ndarray], kind: str, rng: np.random.Generator, length: int) -> np.ndarray:
     """A shape (the class) in a random colour over real footage, with motion drawn the same way
     for every class: a random straight path, a random turn and a random change of size."""
-    clip = arrow_clip(frames, "forward", rng, length).copy()
+    clip = footage_clip(frames, rng, length)
     verts = shape_vertices(kind)
     colour = cv2.cvtColor(np.uint8([[[rng.integers(0, 180), rng.integers(150, 256), rng.integers(150, 256)]]]),
                           cv2.COLOR_HSV2BGR)[0, 0].tolist()
@@ -242,26 +265,35 @@ def clip_stem(video: Path) -> str:
     return f"{video.stem[:32]}-{name_hash(video):08x}"
 
 
-def real_footage_task(root: Path, corpus: Path, scale: Scale, seed: int, classes: tuple[str, ...],
-                      make_clip: Callable[[list[np.ndarray], str, np.random.Generator, int], np.ndarray],
-                      min_textured_share: float = 0.0) -> dict[str, Path]:
-    """Clips per class from every usable corpus video, foldered by the video's split."""
-    videos = corpus_videos(corpus, min_frames=scale.clip_frames + 8)
+def footage_by_split(corpus: Path, min_frames: int, min_textured_share: float = 0.0) -> dict[str, list[Path]]:
+    """Usable corpus videos by split (see ``splits_by_footage``)."""
+    videos = corpus_videos(corpus, min_frames=min_frames)
     if min_textured_share:
         videos = [v for v in videos if textured_share(read_frames(v, limit=31)[::15]) >= min_textured_share]
     by_split: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
     for video, split in splits_by_footage(videos).items():
         by_split[split].append(video)
+    return by_split
+
+
+def clips_per_video(scale: Scale, split: str, videos: int) -> int:
+    """Clips per (video, class) so each class gets about the wanted count in the split."""
     wanted = {"train": scale.train_per_class, "val": max(2, scale.train_per_class // 4),
-              "test": scale.test_per_class}
-    # Clips per (video, class) so each class gets about the wanted count in each split.
-    per_video = {name: -(-wanted[name] // max(1, len(vids))) for name, vids in by_split.items()}
-    for split, vids in by_split.items():
+              "test": scale.test_per_class}[split]
+    return -(-wanted // max(1, videos))
+
+
+def real_footage_task(root: Path, corpus: Path, scale: Scale, seed: int, classes: tuple[str, ...],
+                      make_clip: Callable[[list[np.ndarray], str, np.random.Generator, int], np.ndarray],
+                      min_textured_share: float = 0.0) -> dict[str, Path]:
+    """Clips per class from every usable corpus video, foldered by the video's split."""
+    for split, vids in footage_by_split(corpus, scale.clip_frames + 8, min_textured_share).items():
+        per_video = clips_per_video(scale, split, len(vids))
         for video in vids:
             frames = read_frames(video)
             rng = np.random.default_rng([seed, name_hash(video)])
             for kind in classes:
-                for n in range(per_video[split]):
+                for n in range(per_video):
                     path = root / split / kind / f"{clip_stem(video)}_{n}.avi"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     write_clip(make_clip(frames, kind, rng, scale.clip_frames), path, CLIP_FPS)
@@ -273,7 +305,27 @@ def camera_motion(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str
 
 
 def arrow_of_time(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
-    return real_footage_task(root, corpus, scale, seed, ARROW_CLASSES, arrow_clip)
+    """Windows of real footage that move, each written twice: as played (``forward``) and
+    backwards (``reversed``). A window that does not move reads the same both ways, so it has no
+    arrow; a pair of clips with the same frames leaves the order as the only difference."""
+    for split, vids in footage_by_split(corpus, scale.clip_frames + 8).items():
+        moving = {}
+        for video in vids:
+            frames = read_frames(video, limit=ARROW_STRIDE * ARROW_MAX_FRAMES)
+            stride = max(1, min(ARROW_STRIDE, len(frames) // scale.clip_frames))
+            strided = np.stack([centre_square(f) for f in frames[::stride]])
+            if starts := moving_windows(strided, scale.clip_frames):
+                moving[video] = (strided, starts)
+        per_video = clips_per_video(scale, split, len(moving))
+        for video, (strided, starts) in moving.items():
+            rng = np.random.default_rng([seed, name_hash(video)])
+            for n, start in enumerate(rng.permutation(starts)[:per_video]):
+                window = strided[start : start + scale.clip_frames]
+                for kind, clip in zip(ARROW_CLASSES, (window, window[::-1])):
+                    path = root / split / kind / f"{clip_stem(video)}_{n}.avi"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_clip(clip, path, CLIP_FPS)
+    return {"data": root}
 
 
 def appearance(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
