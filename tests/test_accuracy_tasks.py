@@ -146,7 +146,8 @@ def test_arrow_of_time_writes_each_moving_window_both_ways_and_skips_still_foota
     forward = sorted((tmp_path / "data").glob("*/forward/*.avi"))
     assert {(path.parent.parent.name, path.name.split("-")[0]) for path in forward} == {
         ("train", "a_pan"), ("test", "b_pan")}  # the still video gave no clips
-    assert len([p for p in forward if p.parts[-3] == "train"]) == 3
+    clips = {split: len([p for p in forward if p.parts[-3] == split]) for split in ("train", "test")}
+    assert clips == {"train": 3 * tasks.ARROW_WINDOWS_FACTOR, "test": 2 * tasks.ARROW_WINDOWS_FACTOR}
     for path in forward:
         clip, backwards = read_clip(path), read_clip(path.parents[1] / "reversed" / path.name)
         assert clip.shape == (8, tasks.CLIP_SIZE, tasks.CLIP_SIZE, 3)
