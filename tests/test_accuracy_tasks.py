@@ -124,14 +124,6 @@ def write_corpus(root: Path, videos: dict[str, np.ndarray]) -> None:
     (root / "manifest.json").write_text(json.dumps(records))
 
 
-def read_clip(path: Path) -> np.ndarray:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while (frame := capture.read()[1]) is not None:
-        frames.append(frame)
-    return np.stack(frames)
-
-
 def test_arrow_of_time_writes_each_moving_window_both_ways_and_skips_still_footage(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     # Names picked so that split_of puts the two moving videos in train and test.
@@ -149,7 +141,8 @@ def test_arrow_of_time_writes_each_moving_window_both_ways_and_skips_still_foota
     clips = {split: len([p for p in forward if p.parts[-3] == split]) for split in ("train", "test")}
     assert clips == {"train": 3 * tasks.ARROW_WINDOWS_FACTOR, "test": 2 * tasks.ARROW_WINDOWS_FACTOR}
     for path in forward:
-        clip, backwards = read_clip(path), read_clip(path.parents[1] / "reversed" / path.name)
+        clip, backwards = (np.stack(tasks.read_frames(p, short_side=tasks.CLIP_SIZE))
+                           for p in (path, path.parents[1] / "reversed" / path.name))
         assert clip.shape == (8, tasks.CLIP_SIZE, tasks.CLIP_SIZE, 3)
         assert np.abs(clip.astype(int) - backwards[::-1]).mean() < 2  # the same frames, in reverse
         assert content_shift(clip[0], clip[-1])[0] < -5  # played forward, the picture moves left
