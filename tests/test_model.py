@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from vidclf.model import ModelConfig, VideoClassifier
+from vidclf.model import Lite0Features, ModelConfig, VideoClassifier
 from vidclf.modelfile import ModelFileError, load_model, read_metadata, save_model
 
 LABELS = ["a", "b", "c"]
@@ -174,7 +174,27 @@ def test_frozen_backbone_stays_frozen_in_train_mode() -> None:
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.heads.parameters())
     finetune = VideoClassifier(small_config(backbone="lite0", frozen=False), pretrained=False).train()
-    assert finetune.backbone.training and all(p.requires_grad for p in finetune.backbone.parameters())
+    assert finetune.backbone.training and all(p.requires_grad for p in finetune.backbone.net.head.parameters())
+
+
+def test_fine_tuning_trains_lite0_but_not_its_first_layers() -> None:
+    from vidclf.train import TrainOptions, make_optimizer
+
+    model = VideoClassifier(small_config(backbone="lite0", frozen=True))
+    model.set_backbone_frozen(False)
+    model.train()
+    fixed = model.backbone.fixed_layers()
+    fixed_ids = {id(p) for p in fixed.parameters()}
+    assert len(fixed) == 1 + Lite0Features.fixed_blocks and not any(m.training for layer in fixed for m in layer.modules())
+    before = {name: p.detach().clone() for name, p in model.backbone.named_parameters()}
+    optimizer = make_optimizer(model, TrainOptions(data=Path("."), out=Path("m.vidclf")))
+    rgb, motion = make_inputs(2, 6)
+    model(torch.tensor([6, 6]), rgb=rgb, motion=motion).logsumexp(1).sum().backward()
+    optimizer.step()
+    changed = {id(p) for name, p in model.backbone.named_parameters() if not torch.equal(before[name], p)}
+    assert changed and not changed & fixed_ids  # the later layers learn, the first keep ImageNet's weights
+    model.set_backbone_frozen(True)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
 
 
 def test_fine_tuning_keeps_lite0_batchnorm_statistics() -> None:
