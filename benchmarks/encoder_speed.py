@@ -2,7 +2,9 @@
 
 Usage: python benchmarks/encoder_speed.py [--repeats 15]
 Runs each encoder (eval mode, torch.inference_mode) on a batch of 4 clips × 16 frames and
-prints the median time per clip; also the cost of each kind of motion map per clip. Not a test.
+prints the median time per clip; then a Lite0 fine-tuning step (forward + backward) with every
+layer trained against vidclf's (the first layers fixed), and the cost of each kind of motion
+map per clip. Not a test.
 """
 
 from __future__ import annotations
@@ -46,10 +48,30 @@ def main() -> None:
                     x = x.contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
                     model.backbone(x)
             print(f"| {backbone} | {size} | {layout} | {median_ms(run, args.repeats) / clips:.1f} |", flush=True)
+    finetune_step_table(clips, args.repeats)
     frames = sample_clip_frames()
     print("\n| motion maps, 16 frames at 112 px → 32×32 | ms per clip |\n|---|---:|")
     for kind in MOTION_KINDS:
         print(f"| {MOTION_NAMES[kind]} | {median_ms(lambda: clip_motion(frames, kind, 32), args.repeats):.1f} |")
+
+
+def finetune_step_table(clips: int, repeats: int) -> None:
+    """Forward + backward through Lite0 at 112 px, as in a fine-tuning epoch."""
+    model = VideoClassifier(ModelConfig(labels=["a", "b"], backbone="lite0"), pretrained=False)
+    model.set_backbone_frozen(False)
+    model.train()
+    x = torch.rand(clips * 16, 3, 112, 112).contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        model.backbone(x).mean().backward()
+
+    print("\n| Lite0 fine-tuning step, 112 px | ms per clip |\n|---|---:|")
+    fixed = median_ms(step, repeats) / clips
+    model.backbone.requires_grad_(True)
+    every = median_ms(step, repeats) / clips
+    print(f"| every layer trained | {every:.1f} |\n| stem + first {model.backbone.fixed_blocks} blocks fixed (vidclf) "
+          f"| {fixed:.1f} |\n| ratio | {fixed / every:.2f} |", flush=True)
 
 
 def sample_clip_frames() -> np.ndarray:

@@ -246,7 +246,7 @@ def train(
     layers: Annotated[int, typer.Option(min=1, help="LSTM layers.")] = 1,
     bidirectional: Annotated[bool, typer.Option("--bidirectional", help="Read the sequence both ways.")] = False,
     epochs: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Maximum epochs with the backbone frozen (features cached) \\[default: 60].")] = None,
-    finetune_epochs: Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Then this many epochs training Lite0 end to end (the slow part; stored in the model file) \\[default: 8; fast and motion presets: 0].")] = None,
+    finetune_epochs: Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Then this many epochs fine-tuning Lite0's later layers (slow; stored in the model file) \\[default: 8; fast and motion presets: 0].")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = 8,
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate (AdamW, cosine decay).")] = 2e-3,
     backbone_lr_scale: Annotated[float, typer.Option(min=0.0, help="Fine-tuning: the backbone learns at --lr times this (the heads at --lr).")] = 0.1,

@@ -175,8 +175,8 @@ class Lite0Features(nn.Module):
 
     out_channels = 1280
     # Fine-tuning leaves the stem and the first 3 blocks (stages 1–2: edges, colours, output
-    # stride 4) at their ImageNet weights. Their backward pass is most of a fine-tuning step's
-    # cost at full resolution: a step takes 0.41× the time (128 frames at 112 px, 2 cores).
+    # stride 4) at their ImageNet weights. At full resolution their backward pass is costly:
+    # without it a fine-tuning step takes 0.60× the time (benchmarks/encoder_speed.py).
     fixed_blocks = 3
 
     def __init__(self, pretrained: bool = True) -> None:

@@ -34,7 +34,7 @@ from vidclf.data import (
     check_trainable, discover, file_digest, init_worker, stratified_split, view_cache_path, view_job,
 )
 from vidclf.metrics import EvalReport, evaluate_scores
-from vidclf.model import ModelConfig, VideoClassifier
+from vidclf.model import Lite0Features, ModelConfig, VideoClassifier
 from vidclf.modelfile import ModelFileError, save_model
 
 Log = Callable[[str], None]
@@ -47,7 +47,7 @@ class TrainOptions:
     data: Path
     out: Path
     epochs: int = 60
-    finetune_epochs: int = 0  # after the frozen-backbone epochs, train the backbone end to end
+    finetune_epochs: int = 0  # after the frozen-backbone epochs, train the backbone (all but its first layers)
     batch_size: int = 8
     lr: float = 2e-3
     # Fine-tuning: the pretrained backbone learns at lr × this, the heads at lr. A full lr
@@ -563,7 +563,8 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
         if best.state is not None:
             model.load_state_dict(best.state)  # fine-tune from the best frozen-backbone epoch
         model.set_backbone_frozen(False)
-        log(f"fine-tuning the {config.backbone} backbone end to end for {finetune.epochs} epochs")
+        log(f"fine-tuning the {config.backbone} backbone (all but its stem and first {Lite0Features.fixed_blocks} blocks) "
+            f"for {finetune.epochs} epochs")
         best, history = fit(model, stack(train_views, splits.train), val_tensors(), options,
                             splits.labels, device, log, finetune, history, best.to_beat_by_accuracy())
         if history[best.epoch - 1].stage != "finetune":
