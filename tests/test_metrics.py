@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from vidclf.metrics import ClassMetrics, EvalReport, evaluate_scores
+from vidclf.metrics import ClassMetrics, EvalReport, evaluate_scores, sign_test_p
 from vidclf.output import confusion_table, eval_summary_table, misclassified_table, per_class_table
 
 LABELS = ["cat", "dog", "bird", "fish"]
@@ -213,3 +213,12 @@ def test_tables_render(report: EvalReport) -> None:
     limited = _render(misclassified_table(report, limit=2))
     assert "v5" in limited and "v3" in limited and "v6" not in limited
     assert "2 more" in limited
+
+
+def test_sign_test_p_is_the_binomial_tail_of_the_disagreements() -> None:
+    assert sign_test_p(5, 0) == pytest.approx(1 / 32)  # five coin flips all one way
+    assert sign_test_p(4, 0) == pytest.approx(1 / 16)  # four are not enough at p <= 0.05
+    assert sign_test_p(2, 0) == pytest.approx(1 / 4)
+    assert sign_test_p(6, 1) == pytest.approx(8 / 128)  # 6 or 7 of 7 go the challenger's way
+    assert sign_test_p(0, 3) == 1.0 and sign_test_p(0, 0) == 1.0
+    assert sign_test_p(26, 0) < 1e-7

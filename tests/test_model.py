@@ -523,16 +523,45 @@ def test_fine_tuning_gives_the_pretrained_backbone_its_own_learning_rate(tmp_pat
     assert set(scratch.values()) == {1e-3}  # a backbone trained from scratch is not slowed
 
 
-def test_fine_tuning_must_raise_validation_accuracy_to_replace_the_frozen_model() -> None:
+def test_fine_tuning_must_beat_the_frozen_model_significantly_to_replace_it() -> None:
     from vidclf.train import Best
 
-    frozen = Best(51, (0.953, -0.281), {})
-    assert frozen.beaten_by(0.953, 0.252)  # within one stage, a lower loss breaks an accuracy tie
-    to_beat = frozen.to_beat_by_accuracy()
-    assert not to_beat.beaten_by(0.953, 0.252) and not to_beat.beaten_by(0.953, 0.0)
-    assert not to_beat.beaten_by(0.94, 0.1)
-    assert to_beat.beaten_by(0.969, 0.4)  # one more clip right wins, whatever the loss
+    def clips(right: int, of: int = 64, first_wrong: int = 0) -> torch.Tensor:
+        """``right`` of ``of`` clips right: wrong ones start at ``first_wrong``."""
+        correct = torch.ones(of, dtype=torch.bool)
+        correct[first_wrong : first_wrong + of - right] = False
+        return correct
+
+    frozen = Best(51, (0.953, -0.281), {}, clips(61))  # clips 0-2 wrong
+    assert frozen.beaten_by(0.953, 0.252, clips(61))  # within one stage, a lower loss breaks an accuracy tie
+    to_beat = frozen.to_beat_significantly(0.05)
     assert to_beat.epoch == 51 and to_beat.state is frozen.state
+    assert not to_beat.beaten_by(0.969, 0.1, clips(62))  # one more clip right: noise
+    assert not to_beat.beaten_by(1.0, 0.1, clips(64))  # three more: p = 1/8
+    assert Best(1, (0.9, -1.0), {}, clips(57)).to_beat_significantly(0.05).beaten_by(1.0, 1.0, clips(64))  # 7: p < 0.01
+    # disagreements count, not accuracy alone: 5 won and 4 lost is no evidence
+    frozen9 = Best(1, (0.86, -1.0), {}, clips(55))  # clips 0-8 wrong
+    assert not frozen9.to_beat_significantly(0.05).beaten_by(0.92, 0.5, clips(59, first_wrong=4))
+    assert frozen9.to_beat_significantly(0.05).beaten_by(1.0, 0.5, clips(64))  # p = 1/512
+    # max_p 1: any higher accuracy wins, as long as the loss tie-break does not decide it
+    loose = frozen.to_beat_significantly(1.0)
+    assert loose.beaten_by(0.969, 0.4, clips(62)) and not loose.beaten_by(0.953, 0.0, clips(61, first_wrong=5))
+    # once fine-tuning has won, later fine-tuned epochs are still measured against the frozen model
+    won = frozen9.to_beat_significantly(0.05).replaced_by(60, 1.0, 0.9, {}, clips(64))
+    assert won.epoch == 60 and won.baseline is frozen9.correct and won.max_p == 0.05
+    assert won.beaten_by(1.0, 0.1, clips(64)) and not won.beaten_by(0.98, 0.0, clips(63))
+
+
+def test_fine_tuning_is_skipped_when_it_could_not_win_significantly() -> None:
+    from vidclf.train import Best
+
+    correct = torch.ones(64, dtype=torch.bool)
+    assert not Best(1, (1.0, 0.0), {}, correct).can_be_beaten_significantly(1.0)  # perfect: nothing to win
+    correct[:4] = False  # 4 wrong: winning all 4 is p = 1/16
+    assert not Best(1, (0.94, 0.0), {}, correct).can_be_beaten_significantly(0.05)
+    assert Best(1, (0.94, 0.0), {}, correct).can_be_beaten_significantly(1 / 16)
+    correct[:5] = False
+    assert Best(1, (0.92, 0.0), {}, correct).can_be_beaten_significantly(0.05)
 
 
 @pytest.mark.parametrize("patience", [1, 2])
@@ -549,7 +578,8 @@ def test_a_stage_stops_after_its_own_patience_without_a_new_best(tmp_path: Path,
     model = VideoClassifier(small_config())
     options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", batch_size=8, patience=100, finetune_patience=patience)
     frozen_history = [EpochRecord(e, 1.0, 0.5, 0.5, 1.0 if e == 4 else 0.5, 1e-3, 0.1) for e in range(1, 6)]
-    frozen = Best(4, (1.0, -0.5), {k: v.clone() for k, v in model.state_dict().items()}).to_beat_by_accuracy()
+    frozen = Best(4, (1.0, -0.5), {k: v.clone() for k, v in model.state_dict().items()},
+                  torch.ones(6, dtype=torch.bool)).to_beat_significantly(1.0)
     lines: list[str] = []
     stage = Stage("finetune", 8, tmp_path / "ft.ckpt", options.finetune_patience)
     best, history = fit(model, make(12, 1), make(6, 2), options, LABELS, torch.device("cpu"), lines.append,

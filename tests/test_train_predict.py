@@ -397,7 +397,7 @@ def test_finetuning_is_skipped_when_the_frozen_backbone_is_already_perfect_on_va
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open()))
     assert max(float(r["val_acc"]) for r in rows) == 1.0  # the premise: easy classes
-    # fine-tuning replaces the frozen model only by a higher validation accuracy: none is possible
+    # fine-tuning replaces the frozen model only by a significant validation win: none is possible
     assert "fine-tuning skipped" in done.stderr and {r["stage"] for r in rows} == {"train"}
     meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
     assert meta["training"]["best_stage"] == "train" and meta["config"]["frozen"]
@@ -411,7 +411,8 @@ def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: 
     make_samples(data, clips_per_class=4, seed=6, classes=("move_left", "move_right"))
     out = tmp_path / "ft.vidclf"
     args = ["train", str(data), "--out", str(out), "--size", "48", "--frames", "4", "--epochs", "3",
-            "--finetune-epochs", "12", "--patience", "100", "--batch-size", "4", "--workers", "0"]
+            "--finetune-epochs", "12", "--patience", "100", "--batch-size", "4", "--workers", "0",
+            "--finetune-p", "1"]  # 2 validation clips: no win could be significant at 0.05
     checkpoint = out.with_name(out.name + ".finetune.ckpt")
     train_then_kill_9(args, checkpoint, env)
     assert checkpoint.exists() and not out.exists()

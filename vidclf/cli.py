@@ -256,6 +256,7 @@ def train(
     val_split: Annotated[float, typer.Option(min=0.05, max=0.5, help="Validation share when DATA has no val/ folder.")] = 0.2,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without val improvement.")] = 15,
     finetune_patience: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Stop fine-tuning after this many epochs without beating the best model so far (the frozen one first) \\[default: off].")] = None,
+    finetune_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep fine-tuning only if it beats the frozen model on validation with a sign-test p-value at most this (1: any higher accuracy).")] = 0.05,
     class_weights: Annotated[bool, typer.Option("--class-weights", help="Weight the loss by inverse class frequency (imbalanced data).")] = False,
     hflip: Annotated[bool, typer.Option("--hflip", help="Random horizontal flips (off: mirroring turns 'left' into 'right').")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model file.")] = False,
@@ -279,7 +280,7 @@ def train(
     out = out or Path("models") / f"{data.resolve().name}.vidclf"
     options = TrainOptions(data=data, out=out, epochs=epochs, finetune_epochs=finetune_epochs, batch_size=batch_size,
                            lr=lr, backbone_lr_scale=backbone_lr_scale, seed=seed, workers=workers, device=device,
-                           val_split=val_split, patience=patience, finetune_patience=finetune_patience,
+                           val_split=val_split, patience=patience, finetune_patience=finetune_patience, finetune_p=finetune_p,
                            class_weights=class_weights, hflip=hflip, force=force, resume=resume)
     overrides = {"backbone": backbone, "motion": motion, "motion_encoder": motion_encoder, "fusion": fusion,
                  "frames": frames, "size": size, "pooling": pooling, "temporal": temporal,

@@ -114,6 +114,15 @@ def evaluate_scores(labels: Sequence[str], videos: Sequence[str], true_labels: S
     )
 
 
+def sign_test_p(wins: int, losses: int) -> float:
+    """One-sided exact sign test (McNemar's exact test) for two classifiers scored on the same
+    clips: ``wins`` clips only the challenger gets right, ``losses`` only the incumbent. The
+    chance of ``wins`` or more of the ``wins + losses`` disagreements going the challenger's way
+    if both were equally good (each disagreement a fair coin)."""
+    n = wins + losses
+    return sum(math.comb(n, i) for i in range(wins, n + 1)) / 2**n
+
+
 def _validate(labels: list[str], videos: Sequence[str], true_labels: Sequence[str],
               scores: np.ndarray) -> None:
     if not labels:
