@@ -281,14 +281,17 @@ def two_part_video(workspace: dict) -> Path:
     Each part is one whole generated clip, so a 3-s window on a part sees motion at the speed the
     model trained on; windows straddling two parts are mixed and not asserted on.
     """
+    return write_left_right_left(workspace["root"] / "left_right_left.avi")
+
+
+def write_left_right_left(path: Path, repeats: int = 1) -> Path:
     import numpy as np
 
     from vidclf.samples import render_clip, write_clip
 
     rng = np.random.default_rng(21)
     parts = [render_clip(label, rng, 45, 160, 120) for label in ("move_left", "move_right", "move_left")]
-    path = workspace["root"] / "left_right_left.avi"
-    write_clip(np.concatenate(parts), path, 15.0)
+    write_clip(np.concatenate(parts * repeats), path, 15.0)
     return path
 
 
@@ -361,9 +364,12 @@ def test_camera_needs_a_window_and_a_device(workspace: dict) -> None:
     assert missing.returncode == 3 and "camera 57" in missing.stderr
 
 
-def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict, two_part_video: Path) -> None:
+def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict) -> None:
+    # 3 minutes: long enough that the signal always lands mid-run (the 9-s video was sometimes
+    # done before it arrived)
+    long_video = write_left_right_left(workspace["root"] / "long.avi", repeats=20)
     process = subprocess.Popen(
-        [sys.executable, "-m", "vidclf", "predict", str(two_part_video), "-m", str(workspace["model"]),
+        [sys.executable, "-m", "vidclf", "predict", str(long_video), "-m", str(workspace["model"]),
          "--window", "0.2", "--stride", "0.1", "-f", "jsonl"],
         env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = process.stdout.readline()
@@ -371,8 +377,8 @@ def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict, two_par
     rest, errors = process.communicate(timeout=60)
     assert process.returncode == 130 and "interrupted" in errors
     lines = [first, *rest.splitlines()]
-    assert 1 <= len(lines) < 88  # stopped early: 88 windows in the whole video
-    assert all(json.loads(line)["video"] == str(two_part_video) for line in lines)
+    assert 1 <= len(lines) < 88  # stopped early: 88 windows in 9 s, and the video is 20 times as long
+    assert all(json.loads(line)["video"] == str(long_video) for line in lines)
 
 
 def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
