@@ -20,7 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -156,7 +156,7 @@ class Best:
         win by one or two clips kept fine-tuning that then lost on test (suite, round 11: three
         rows, 0.992 → 0.975, 1.000 → 0.975, 0.685 → 0.654). ``max_p`` 1: any higher accuracy."""
         assert self.correct is not None
-        return Best(self.epoch, (self.val_acc, float("inf")), self.state, self.correct, self.correct, max_p)
+        return replace(self, baseline=self.correct, max_p=max_p)
 
     def val_misses(self) -> int:
         assert self.correct is not None
