@@ -258,7 +258,7 @@ def train(
     finetune_patience: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Stop fine-tuning after this many epochs without beating the best model so far (the frozen one first) \\[default: off].")] = None,
     finetune_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep fine-tuning only if it beats the frozen model on validation with a sign-test p-value at most this (1: any higher accuracy).")] = 0.05,
     class_weights: Annotated[bool, typer.Option("--class-weights", help="Weight the loss by inverse class frequency (imbalanced data).")] = False,
-    hflip: Annotated[bool, typer.Option("--hflip", help="Random horizontal flips (off: mirroring turns 'left' into 'right').")] = False,
+    hflip: Annotated[bool, typer.Option("--hflip", help="Mirror half the training clips left-right, frames and motion alike; only for classes a mirror keeps (off: it turns 'left' into 'right').")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model file.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last finished epoch.")] = False,
 ) -> None:

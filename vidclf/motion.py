@@ -43,6 +43,12 @@ def motion_channels(kind: str) -> int:
     return 1 if kind == "diff" else 2 * len(kind.split("+"))
 
 
+def mirror_signs(kind: str) -> list[float]:
+    """Per-channel factors that turn a clip's motion maps, flipped left-right, into the motion
+    maps of the mirrored clip: a flow's dx changes sign, its dy and a frame difference do not."""
+    return [1.0] if kind == "diff" else [-1.0, 1.0] * len(kind.split("+"))
+
+
 def _flow_function(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     if name == "farneback":
         return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, **FARNEBACK)

@@ -36,6 +36,7 @@ from vidclf.data import (
 from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
 from vidclf.model import Lite0Features, ModelConfig, VideoClassifier
 from vidclf.modelfile import ModelFileError, save_model
+from vidclf.motion import mirror_signs
 
 Log = Callable[[str], None]
 
@@ -67,7 +68,7 @@ class TrainOptions:
     # sign-test p-value at most this (see Best.to_beat_significantly); 1: any higher accuracy.
     finetune_p: float = 0.05
     class_weights: bool = False
-    hflip: bool = False
+    hflip: bool = False  # mirror half the training clips, every stream alike (see mirror_clips)
     views: int = 4  # cached samplings per training clip: 1 uniform + (views-1) random
     force: bool = False
     resume: bool = False
@@ -92,14 +93,15 @@ class Tensors:
     lengths: Tensor
     targets: Tensor
     appearance: Tensor | None = None  # cached frozen-backbone features (N, T, D)
+    appearance_mirrored: Tensor | None = None  # the same of the frames flipped left-right (--hflip)
     rgb: Tensor | None = None  # uint8 frames (N, T, S, S, 3) when the backbone trains
     motion: Tensor | None = None  # (N, T, C, M, M)
     clip_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     def select(self, rows: Tensor) -> Tensors:
         pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return Tensors(self.lengths[rows], self.targets[rows], pick(self.appearance), pick(self.rgb),
-                       pick(self.motion), self.clip_index[rows])
+        return Tensors(self.lengths[rows], self.targets[rows], pick(self.appearance), pick(self.appearance_mirrored),
+                       pick(self.rgb), pick(self.motion), self.clip_index[rows])
 
 
 @dataclass
@@ -238,9 +240,10 @@ def prepare_views(items: Sequence[LabelledVideo], spec: SamplingSpec, views: int
     return [t for t in out if t[0] not in failures], [failures[c] for c in sorted(failures)]
 
 
-def _feature_cache_path(config: ModelConfig, spec: SamplingSpec, item: LabelledVideo, view: int, seed: int) -> Path:
+def _feature_cache_path(config: ModelConfig, spec: SamplingSpec, item: LabelledVideo, view: int, seed: int,
+                        mirrored: bool) -> Path:
     base = view_cache_path(file_digest(item.path), spec, view, seed)
-    key = f"{base.stem}-{config.backbone}-{config.pooling}-{_backbone_sha(config)}"
+    key = f"{base.stem}-{config.backbone}-{config.pooling}-{_backbone_sha(config)}" + ("-mirrored" if mirrored else "")
     return cache_dir() / "features" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
 
 
@@ -260,8 +263,9 @@ def _backbone_sha(config: ModelConfig) -> str:
 
 def stack_inputs(model: VideoClassifier, entries: Sequence[tuple[int, int, ClipInputs]],
                  items: Sequence[LabelledVideo], labels: Sequence[str], spec: SamplingSpec,
-                 seed: int, device: torch.device, log: Log) -> Tensors:
-    """Stack views into tensors; a frozen backbone's features are computed once and cached."""
+                 seed: int, device: torch.device, log: Log, mirrored: bool = False) -> Tensors:
+    """Stack views into tensors; a frozen backbone's features are computed once and cached
+    (with ``mirrored``, also those of the frames flipped left-right, for ``mirror_clips``)."""
     config = model.config
     index = {label: i for i, label in enumerate(labels)}
     tensors = Tensors(
@@ -276,20 +280,35 @@ def stack_inputs(model: VideoClassifier, entries: Sequence[tuple[int, int, ClipI
     if not config.frozen:
         tensors.rgb = torch.from_numpy(np.stack([e[2].rgb for e in entries]))
         return tensors
+    tensors.appearance = _frozen_features(model, entries, items, spec, seed, device, log, mirrored=False)
+    if mirrored:
+        tensors.appearance_mirrored = _frozen_features(model, entries, items, spec, seed, device, log, mirrored=True)
+    return tensors
+
+
+def _frozen_features(model: VideoClassifier, entries: Sequence[tuple[int, int, ClipInputs]],
+                     items: Sequence[LabelledVideo], spec: SamplingSpec, seed: int, device: torch.device,
+                     log: Log, mirrored: bool) -> Tensor:
+    """The frozen backbone's features ``(N, T, D)`` of every view (of its frames flipped
+    left-right, if ``mirrored``), read from the cache or computed and cached."""
+    config = model.config
     features: list[np.ndarray | None] = []
     todo = []
     for n, (clip, view, _) in enumerate(entries):
-        path = _feature_cache_path(config, spec, items[clip], view, seed)
+        path = _feature_cache_path(config, spec, items[clip], view, seed, mirrored)
         features.append(_load_features(path))
         if features[-1] is None:
             todo.append((n, path))
     if todo:
-        log(f"encoding {len(todo)} clip views with the frozen {config.backbone} backbone (cached for next time)")
+        log(f"encoding {len(todo)} {'mirrored ' if mirrored else ''}clip views with the frozen {config.backbone} "
+            "backbone (cached for next time)")
     bar = tqdm(total=len(todo), desc="features", unit="view", disable=not sys.stderr.isatty(), leave=False)
     model.eval()  # the features must be exactly what prediction computes, whatever the batch
     for start in range(0, len(todo), 8):
         chunk = todo[start : start + 8]
         rgb = torch.from_numpy(np.stack([entries[n][2].rgb for n, _ in chunk])).to(device)
+        if mirrored:
+            rgb = rgb.flip(3)  # (B, T, H, W, 3): W
         with torch.inference_mode():
             encoded = model.appearance_features(rgb).float().cpu().numpy().astype(np.float16)
         for (n, path), array in zip(chunk, encoded):
@@ -297,11 +316,28 @@ def stack_inputs(model: VideoClassifier, entries: Sequence[tuple[int, int, ClipI
             features[n] = array
         bar.update(len(chunk))
     bar.close()
-    tensors.appearance = torch.from_numpy(np.stack(features).astype(np.float32))
-    return tensors
+    return torch.from_numpy(np.stack(features).astype(np.float32))
 
 
-def _random_resized_crop(rgb: Tensor, generator: torch.Generator, hflip: bool) -> Tensor:
+def mirror_clips(batch: Tensors, mirror: Tensor, motion_kinds: Sequence[str]) -> Tensors:
+    """The batch with the clips where ``mirror`` is set flipped left-right, every stream alike:
+    the frames, the frozen features (those of the flipped frames) and the motion maps (flipped,
+    dx negated: the flow of the mirrored clip). Mirroring only the frames would pair a
+    mirrored scene with motion in the original direction."""
+    out = replace(batch)
+    if batch.rgb is not None:
+        out.rgb = torch.where(mirror[:, None, None, None, None], batch.rgb.flip(3), batch.rgb)
+    if batch.appearance is not None:
+        assert batch.appearance_mirrored is not None, "stack_inputs(mirrored=True) computes the mirrored features"
+        out.appearance = torch.where(mirror[:, None, None], batch.appearance_mirrored, batch.appearance)
+    if batch.motion is not None:
+        signs = torch.tensor([sign for kind in motion_kinds for sign in mirror_signs(kind)], dtype=batch.motion.dtype)
+        flipped = batch.motion.flip(4) * signs[None, None, :, None, None]
+        out.motion = torch.where(mirror[:, None, None, None, None], flipped, batch.motion)
+    return out
+
+
+def _random_resized_crop(rgb: Tensor, generator: torch.Generator) -> Tensor:
     """Same random crop (area 50–100%, aspect 3:4–4:3) on every frame of each clip."""
     batch, steps, size = rgb.shape[0], rgb.shape[1], rgb.shape[2]
     out = torch.empty_like(rgb)
@@ -314,8 +350,6 @@ def _random_resized_crop(rgb: Tensor, generator: torch.Generator, hflip: bool) -
         left = int(torch.randint(0, size - w + 1, (1,), generator=generator))
         crop = rgb[b, :, top : top + h, left : left + w].permute(0, 3, 1, 2).float()
         resized = nn.functional.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)
-        if hflip and bool(torch.rand(1, generator=generator) < 0.5):
-            resized = resized.flip(3)
         out[b] = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     return out
 
@@ -524,8 +558,10 @@ def _train_epoch(model: VideoClassifier, train: Tensors, options: TrainOptions, 
     batch_bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not sys.stderr.isatty())
     for rows in batch_bar:
         batch = train.select(epoch_rows[rows])
+        if options.hflip:
+            batch = mirror_clips(batch, torch.rand(len(rows), generator=generator) < 0.5, model.config.motion_kinds)
         if batch.rgb is not None:
-            batch.rgb = _random_resized_crop(batch.rgb, generator, options.hflip)
+            batch.rgb = _random_resized_crop(batch.rgb, generator)
         heads = _head_logits(model, batch, device)
         targets = batch.targets.to(device)
         loss = sum(nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.05)
@@ -579,7 +615,8 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
     for line in skipped:
         log(f"skipped: {line}")
     _check_still_trainable(train_views, val_views, splits, skipped)
-    stack = lambda views, items: stack_inputs(model, views, items, splits.labels, spec, options.seed, device, log)  # noqa: E731
+    stack = lambda views, items, mirrored=False: stack_inputs(  # noqa: E731
+        model, views, items, splits.labels, spec, options.seed, device, log, mirrored)
     val_by_form: dict[bool, Tensors] = {}  # features for a frozen backbone, frames otherwise: stacked once each
 
     def val_tensors() -> Tensors:
@@ -592,7 +629,7 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
                      options.finetune_patience or options.finetune_epochs)
     resuming_finetune = options.resume and finetune.epochs > 0 and finetune.checkpoint.is_file()
     if not resuming_finetune:
-        best, history = fit(model, stack(train_views, splits.train), val_tensors(), options,
+        best, history = fit(model, stack(train_views, splits.train, options.hflip), val_tensors(), options,
                             splits.labels, device, log, Stage("train", options.epochs, checkpoint_path(options.out), options.patience))
     if finetune.epochs and not resuming_finetune and not best.can_be_beaten_significantly(options.finetune_p):
         log(f"fine-tuning skipped: the frozen-backbone model misses {best.val_misses()} of {len(best.correct)} "
@@ -604,7 +641,7 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
         log(f"fine-tuning the {config.backbone} backbone (all but its stem and first {Lite0Features.fixed_blocks} blocks) "
             f"for {finetune.epochs} epochs")
         to_beat = None if resuming_finetune else best.to_beat_significantly(options.finetune_p)  # else: in the checkpoint
-        best, history = fit(model, stack(train_views, splits.train), val_tensors(), options,
+        best, history = fit(model, stack(train_views, splits.train, options.hflip), val_tensors(), options,
                             splits.labels, device, log, finetune, history, to_beat)
         if history[best.epoch - 1].stage != "finetune":
             model.set_backbone_frozen(True)  # its weights are the pretrained ones: keep the file small

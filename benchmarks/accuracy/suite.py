@@ -59,6 +59,7 @@ CONFIGS: dict[str, str] = {
     "bidirectional": "--bidirectional",
     "epochs-20": "--epochs 20",
     "epochs-100": "--epochs 100 --patience 30",
+    "hflip": "--hflip",  # mirroring: for classes a mirror keeps (it swaps left and right)
     "size224": "--size 224",  # the most expensive last
 }
 ABLATIONS = [name for name in CONFIGS if name != "default"]
