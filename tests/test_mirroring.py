@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidclf.data import ClipInputs, LabelledVideo, SamplingSpec
+from vidclf.data import ClipInputs, LabelledVideo
 from vidclf.model import ModelConfig, VideoClassifier
 from vidclf.motion import clip_motion
 from vidclf.samples import render_clip
