@@ -371,11 +371,15 @@ def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict) -> None
     process = subprocess.Popen(
         [sys.executable, "-m", "vidclf", "predict", str(long_video), "-m", str(workspace["model"]),
          "--window", "0.2", "--stride", "0.1", "-f", "jsonl"],
-        env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A job started with `&` by a shell without job control (nohup, CI runners) inherits
+        # SIGINT ignored, and Python then keeps ignoring it, as it should: give the child the
+        # default disposition so that Python installs its Ctrl-C handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = process.stdout.readline()
     process.send_signal(signal.SIGINT)
     rest, errors = process.communicate(timeout=60)
-    assert process.returncode == 130 and "interrupted" in errors
+    assert process.returncode == 130 and "interrupted" in errors, (process.returncode, errors[-2000:])
     lines = [first, *rest.splitlines()]
     assert 1 <= len(lines) < 88  # stopped early: 88 windows in 9 s, and the video is 20 times as long
     assert all(json.loads(line)["video"] == str(long_video) for line in lines)
