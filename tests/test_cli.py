@@ -42,6 +42,7 @@ def test_help_shows_defaults_written_in_the_text() -> None:
     text = " ".join(run_cli("train", "--help").stdout.split())
     assert "[default: models/<DATA name>.vidclf]" in text and "[default: lite0]" in text
     assert "[default: 8; fast and motion presets: 0]" in text
+    assert "[default: as --temporal; appearance preset: mean]" in text
 
 
 def test_console_script_and_module_agree() -> None:
@@ -104,11 +105,17 @@ def test_make_samples_refuses_non_empty_folder(tmp_path: Path) -> None:
 def test_presets_fill_only_what_was_not_given() -> None:
     from vidclf.cli import UserFacingError, apply_preset
 
-    assert apply_preset("balanced", backbone=None, finetune_epochs=None, epochs=None) == ("lite0", 8, 60)
-    assert apply_preset("motion", backbone=None, finetune_epochs=None, epochs=None) == ("none", 0, 60)
-    assert apply_preset("fast", backbone=None, finetune_epochs=None, epochs=None) == ("lite0", 0, 60)
-    assert apply_preset("fast", backbone=None, finetune_epochs=3, epochs=30) == ("lite0", 3, 30)
-    assert apply_preset("balanced", backbone="small", finetune_epochs=None, epochs=None) == ("small", 0, 60)
-    assert apply_preset("balanced", backbone="none", finetune_epochs=2, epochs=None) == ("none", 2, 60)
-    with pytest.raises(UserFacingError, match="--preset must be one of balanced, motion, fast"):
-        apply_preset("appearance", backbone=None, finetune_epochs=None, epochs=None)
+    def preset(name: str, **given: object) -> tuple[object, ...]:
+        return apply_preset(name, **{"backbone": None, "finetune_epochs": None, "epochs": None,
+                                     "appearance_temporal": None, **given})
+
+    assert preset("balanced") == ("lite0", 8, 60, None)
+    assert preset("motion") == ("none", 0, 60, None)
+    assert preset("fast") == ("lite0", 0, 60, None)
+    assert preset("fast", finetune_epochs=3, epochs=30) == ("lite0", 3, 30, None)
+    assert preset("balanced", backbone="small") == ("small", 0, 60, None)
+    assert preset("balanced", backbone="none", finetune_epochs=2) == ("none", 2, 60, None)
+    assert preset("appearance") == ("lite0", 8, 60, "mean")
+    assert preset("appearance", appearance_temporal="lstm") == ("lite0", 8, 60, "lstm")
+    with pytest.raises(UserFacingError, match="--preset must be one of balanced, motion, fast, appearance"):
+        preset("objects")

@@ -151,8 +151,8 @@ def test_refusals_are_one_clear_line(workspace: dict, tmp_path: Path) -> None:
     assert len(refused.stderr.strip().splitlines()) == 1
     bad_option = run_cli("train", str(one_class), "--backbone", "resnet", "--out", str(tmp_path / "m.vidclf"), env=env)
     assert bad_option.returncode == 2 and "backbone must be one of lite0, small, none" in bad_option.stderr
-    bad_preset = run_cli("train", str(one_class), "--preset", "appearance", "--out", str(tmp_path / "m.vidclf"), env=env)
-    assert bad_preset.returncode == 2 and "--preset must be one of balanced, motion, fast" in bad_preset.stderr
+    bad_preset = run_cli("train", str(one_class), "--preset", "objects", "--out", str(tmp_path / "m.vidclf"), env=env)
+    assert bad_preset.returncode == 2 and "--preset must be one of balanced, motion, fast, appearance" in bad_preset.stderr
     missing = run_cli("predict", "x.mp4", "--model", str(tmp_path / "none.vidclf"), env=env)
     assert missing.returncode == 3 and "no such model file" in missing.stderr
 
@@ -396,6 +396,24 @@ def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
     meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
     assert meta["config"]["temporal"] == "mean"
     assert not any(k.startswith("lstm.") for k in __import__("torch").load(out, weights_only=True)["state_dict"])
+
+
+def test_appearance_preset_gives_the_appearance_stream_only_its_mean_head(tmp_path: Path) -> None:
+    import torch
+
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    make_samples(tmp_path / "data", clips_per_class=3, seed=4, classes=("grow", "shrink"))
+    out = tmp_path / "shapes.vidclf"
+    result = run_cli("train", str(tmp_path / "data"), "--out", str(out), "--preset", "appearance", "--size", "48",
+                     "--frames", "4", "--epochs", "1", "--finetune-epochs", "0", "--workers", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+    assert meta["config"]["appearance_temporal"] == "mean" and meta["config"]["temporal"] == "lstm+mean"
+    assert meta["config"]["backbone"] == "lite0" and meta["config"]["extra"] == {"preset": "appearance"}
+    keys = [key.split(".") for key in torch.load(out, weights_only=True)["state_dict"] if key.startswith("heads.")]
+    heads, lstm_heads = {k[1] for k in keys}, {k[1] for k in keys if k[2] == "lstm"}
+    # appearance: a mean head only; each of the two flows: an LSTM head and a mean head
+    assert len(heads) == 5 and len(lstm_heads) == 2
 
 
 def test_finetuning_is_skipped_when_the_frozen_backbone_is_already_perfect_on_validation(tmp_path: Path) -> None:

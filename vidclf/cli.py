@@ -203,8 +203,11 @@ PRESETS: dict[str, dict[str, object]] = {
     "balanced": {},
     "motion": {"backbone": "none"},
     "fast": {"finetune_epochs": 0},
+    "appearance": {"appearance_temporal": "mean"},
 }
-PRESET_FALLBACKS: dict[str, object] = {"backbone": "lite0", "finetune_epochs": 8, "epochs": 60}
+# None: the option's own default (--appearance-temporal follows --temporal)
+PRESET_FALLBACKS: dict[str, object] = {"backbone": "lite0", "finetune_epochs": 8, "epochs": 60,
+                                       "appearance_temporal": None}
 
 
 def apply_preset(preset: str, **given: object) -> tuple[object, ...]:
@@ -229,8 +232,9 @@ def train(
                                                 show_default=False)] = None,
     preset: Annotated[str, typer.Option(help="Starting point for the options below: balanced (appearance + motion, Lite0 "
                                              "fine-tuned after its frozen epochs), fast (no fine-tuning: ~3x faster, for classes "
-                                             "told apart by motion), motion (no appearance stream: fastest). Options given "
-                                             "explicitly win.")] = "balanced",
+                                             "told apart by motion), motion (no appearance stream: fastest), appearance "
+                                             "(--appearance-temporal mean: for classes told apart by what is seen). Options "
+                                             "given explicitly win.")] = "balanced",
     backbone: Annotated[Optional[str], typer.Option(help="Appearance CNN: lite0 (ImageNet-pretrained), small (from scratch) or none \\[default: lite0].",
                                                     show_default=False)] = None,
     motion: Annotated[str, typer.Option(help="Motion streams: farneback+dis (both OpenCV optical flows, a stream each), farneback, dis, diff (frame difference) or none.")] = "farneback+dis",
@@ -240,7 +244,7 @@ def train(
     size: Annotated[int, typer.Option(min=32, help="Frame size in pixels (square, centre crop).")] = 112,
     pooling: Annotated[str, typer.Option(help="Spatial pooling of frame features: global or grid (2x2).")] = "global",
     temporal: Annotated[str, typer.Option(help="lstm+mean: an LSTM head and an order-blind mean head on each stream, sharing its weight unless validation prefers one; lstm or mean: only that one.")] = "lstm+mean",
-    appearance_temporal: Annotated[Optional[str], typer.Option(show_default=False, help="With late fusion, the appearance stream's own head: lstm, mean or lstm+mean \\[default: as --temporal].")] = None,
+    appearance_temporal: Annotated[Optional[str], typer.Option(show_default=False, help="With late fusion, the appearance stream's own head: lstm, mean or lstm+mean \\[default: as --temporal; appearance preset: mean].")] = None,
     readout: Annotated[str, typer.Option(help="LSTM output used: mean over steps (as LRCN) or last.")] = "mean",
     hidden: Annotated[int, typer.Option(min=1, help="LSTM width.")] = 128,
     layers: Annotated[int, typer.Option(min=1, help="LSTM layers.")] = 1,
@@ -267,13 +271,15 @@ def train(
     Examples:
       [bold]vidclf train sample_clips --out models/motion.vidclf[/bold]
       [bold]vidclf train ./clips --preset fast[/bold]   (no fine-tuning: ~3x faster; fine for classes told apart by motion)
+      [bold]vidclf train ./clips --preset appearance[/bold]   (classes told apart by what is seen: objects, scenes)
       [bold]vidclf train ./clips --backbone small --epochs 40 --class-weights[/bold]
       [bold]vidclf train ./clips --resume[/bold]   (after Ctrl-C or a crash)
     """
     from vidclf.train import TrainOptions, train as run_training
 
-    backbone, finetune_epochs, epochs = apply_preset(preset, backbone=backbone, finetune_epochs=finetune_epochs,
-                                                     epochs=epochs)
+    backbone, finetune_epochs, epochs, appearance_temporal = apply_preset(
+        preset, backbone=backbone, finetune_epochs=finetune_epochs, epochs=epochs,
+        appearance_temporal=appearance_temporal)
     if finetune_epochs and backbone != "lite0":
         raise UserFacingError("invalid option: --finetune-epochs needs --backbone lite0 (only a pretrained "
                               "backbone is fine-tuned)", ExitCode.USAGE)
