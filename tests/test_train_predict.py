@@ -385,29 +385,31 @@ def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict) -> None
     assert all(json.loads(line)["video"] == str(long_video) for line in lines)
 
 
-def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
+def train_small(tmp_path: Path, classes: tuple[str, ...], clips_per_class: int, *options: str, seed: int = 4
+                ) -> tuple[subprocess.CompletedProcess, Path, dict]:
+    """Train on freshly generated clips (one process, own cache); the run, model file and metadata."""
     env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
-    data = tmp_path / "data"
-    make_samples(data, clips_per_class=3, seed=4, classes=("grow", "shrink"))
-    out = tmp_path / "mean.vidclf"
-    result = run_cli("train", str(data), "--out", str(out), "--backbone", "none", "--temporal", "mean",
-                     "--epochs", "1", "--workers", "0", env=env)
+    make_samples(tmp_path / "data", clips_per_class=clips_per_class, seed=seed, classes=classes)
+    out = tmp_path / "m.vidclf"
+    result = run_cli("train", str(tmp_path / "data"), "--out", str(out), *options, "--workers", "0", env=env)
     assert result.returncode == 0, result.stderr
-    meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+    return result, out, json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+
+
+def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
+    import torch
+
+    _, out, meta = train_small(tmp_path, ("grow", "shrink"), 3, "--backbone", "none", "--temporal", "mean",
+                               "--epochs", "1")
     assert meta["config"]["temporal"] == "mean"
-    assert not any(k.startswith("lstm.") for k in __import__("torch").load(out, weights_only=True)["state_dict"])
+    assert not any(k.startswith("lstm.") for k in torch.load(out, weights_only=True)["state_dict"])
 
 
 def test_appearance_preset_gives_the_appearance_stream_only_its_mean_head(tmp_path: Path) -> None:
     import torch
 
-    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
-    make_samples(tmp_path / "data", clips_per_class=3, seed=4, classes=("grow", "shrink"))
-    out = tmp_path / "shapes.vidclf"
-    result = run_cli("train", str(tmp_path / "data"), "--out", str(out), "--preset", "appearance", "--size", "48",
-                     "--frames", "4", "--epochs", "1", "--finetune-epochs", "0", "--workers", "0", env=env)
-    assert result.returncode == 0, result.stderr
-    meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+    _, out, meta = train_small(tmp_path, ("grow", "shrink"), 3, "--preset", "appearance", "--size", "48",
+                               "--frames", "4", "--epochs", "1", "--finetune-epochs", "0")
     assert meta["config"]["appearance_temporal"] == "mean" and meta["config"]["temporal"] == "lstm+mean"
     assert meta["config"]["backbone"] == "lite0" and meta["config"]["extra"] == {"preset": "appearance"}
     keys = [key.split(".") for key in torch.load(out, weights_only=True)["state_dict"] if key.startswith("heads.")]
@@ -417,17 +419,12 @@ def test_appearance_preset_gives_the_appearance_stream_only_its_mean_head(tmp_pa
 
 
 def test_finetuning_is_skipped_when_the_frozen_backbone_is_already_perfect_on_validation(tmp_path: Path) -> None:
-    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
-    make_samples(tmp_path / "data", clips_per_class=6, seed=3, classes=("move_left", "move_up"))
-    out = tmp_path / "m.vidclf"
-    done = run_cli("train", str(tmp_path / "data"), "--out", str(out), "--size", "48", "--frames", "4",
-                   "--epochs", "15", "--finetune-epochs", "2", "--batch-size", "4", "--workers", "0", env=env)
-    assert done.returncode == 0, done.stderr
+    done, out, meta = train_small(tmp_path, ("move_left", "move_up"), 6, "--size", "48", "--frames", "4",
+                                  "--epochs", "15", "--finetune-epochs", "2", "--batch-size", "4", seed=3)
     rows = list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open()))
     assert max(float(r["val_acc"]) for r in rows) == 1.0  # the premise: easy classes
     # fine-tuning replaces the frozen model only by a significant validation win: none is possible
     assert "fine-tuning skipped" in done.stderr and {r["stage"] for r in rows} == {"train"}
-    meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
     assert meta["training"]["best_stage"] == "train" and meta["config"]["frozen"]
 
 
