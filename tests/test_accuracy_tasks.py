@@ -146,3 +146,28 @@ def test_arrow_of_time_writes_each_moving_window_both_ways_and_skips_still_foota
         assert clip.shape == (8, tasks.CLIP_SIZE, tasks.CLIP_SIZE, 3)
         assert np.abs(clip.astype(int) - backwards[::-1]).mean() < 2  # the same frames, in reverse
         assert content_shift(clip[0], clip[-1])[0] < -5  # played forward, the picture moves left
+
+
+def test_arrow_headroom_cuts_each_test_video_in_two_halves_that_share_no_frame(tmp_path: Path) -> None:
+    import arrow_headroom
+
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, {"a_pan.avi": panning_footage(40, 3, seed=1), "b_pan.avi": panning_footage(40, 2, seed=2)})
+    scale = tasks.Scale(train_per_class=3, test_per_class=2, clip_frames=8)
+    data = tasks.arrow_of_time(tmp_path / "data", corpus, scale, seed=0)["data"]
+
+    early, late_test = arrow_headroom.split_test_footage(data, corpus, scale, 0, tmp_path / "halves")
+
+    strided, _ = tasks.arrow_windows(corpus / "b_pan.avi", scale.clip_frames)  # 20 frames: every 2nd of 40
+    half = len(strided) // 2
+
+    def frame_index(frame: np.ndarray) -> int:
+        return int(np.argmin([np.abs(frame.astype(int) - s).mean() for s in strided]))
+
+    positions = {}
+    for part, folder in (("early", early), ("late", late_test)):
+        clips = sorted(folder.glob("forward/*.avi"))
+        assert clips and all(arrow_headroom.footage_of(c) == tasks.clip_stem(corpus / "b_pan.avi") for c in clips)
+        assert sorted(p.name for p in folder.glob("reversed/*.avi")) == [c.name for c in clips]
+        positions[part] = [frame_index(frame) for c in clips for frame in tasks.read_frames(c, short_side=tasks.CLIP_SIZE)]
+    assert max(positions["early"]) < half <= min(positions["late"])  # no window spans the cut

@@ -21,8 +21,10 @@ CLASSES = ("move_left", "move_right", "grow", "shrink")
 
 def run_cli(*args: str, env: dict[str, str], stdin: str | None = None, cwd: Path | None = None
             ) -> subprocess.CompletedProcess[str]:
+    # A guard against hangs, not a speed check: the e2e training takes ~2 min alone on 2 cores,
+    # and 600 s expired twice on a machine shared with a benchmark (rounds 13-14).
     return subprocess.run([sys.executable, "-m", "vidclf", *args], capture_output=True, text=True,
-                          env=env, input=stdin, cwd=cwd, timeout=600)
+                          env=env, input=stdin, cwd=cwd, timeout=1200)
 
 
 def train_then_kill_9(args: list[str], checkpoint: Path, env: dict[str, str]) -> None:
@@ -396,23 +398,28 @@ def train_small(tmp_path: Path, classes: tuple[str, ...], clips_per_class: int, 
     return result, out, json.loads(run_cli("info", str(out), "--json", env=env).stdout)
 
 
-def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
+def head_keys(model: Path) -> list[list[str]]:
+    """The model file's head parameters as split names: ``heads.<n>.<part>...``."""
     import torch
 
+    return [key.split(".") for key in torch.load(model, weights_only=True)["state_dict"] if key.startswith("heads.")]
+
+
+def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
     _, out, meta = train_small(tmp_path, ("grow", "shrink"), 3, "--backbone", "none", "--temporal", "mean",
                                "--epochs", "1")
     assert meta["config"]["temporal"] == "mean"
-    assert not any(k.startswith("lstm.") for k in torch.load(out, weights_only=True)["state_dict"])
+    keys = head_keys(out)
+    # the two flow streams (no appearance stream): a mean head each, and no LSTM anywhere
+    assert len({k[1] for k in keys}) == 2 and not any(k[2] == "lstm" for k in keys)
 
 
 def test_appearance_preset_gives_the_appearance_stream_only_its_mean_head(tmp_path: Path) -> None:
-    import torch
-
     _, out, meta = train_small(tmp_path, ("grow", "shrink"), 3, "--preset", "appearance", "--size", "48",
                                "--frames", "4", "--epochs", "1", "--finetune-epochs", "0")
     assert meta["config"]["appearance_temporal"] == "mean" and meta["config"]["temporal"] == "lstm+mean"
     assert meta["config"]["backbone"] == "lite0" and meta["config"]["extra"] == {"preset": "appearance"}
-    keys = [key.split(".") for key in torch.load(out, weights_only=True)["state_dict"] if key.startswith("heads.")]
+    keys = head_keys(out)
     heads, lstm_heads = {k[1] for k in keys}, {k[1] for k in keys if k[2] == "lstm"}
     # appearance: a mean head only; each of the two flows: an LSTM head and a mean head
     assert len(heads) == 5 and len(lstm_heads) == 2

@@ -311,27 +311,33 @@ def camera_motion(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str
     return real_footage_task(root, corpus, scale, seed, CAMERA_CLASSES, camera_clip, MIN_TEXTURED_SHARE)
 
 
+def arrow_windows(video: Path, clip_frames: int) -> tuple[np.ndarray, list[int]]:
+    """A video's strided centre-square frames and the starts of its moving windows (maybe none)."""
+    frames = read_frames(video, limit=ARROW_STRIDE * ARROW_MAX_FRAMES)
+    stride = max(1, min(ARROW_STRIDE, len(frames) // clip_frames))
+    strided = np.stack([centre_square(f) for f in frames[::stride]])
+    return strided, moving_windows(strided, clip_frames)
+
+
+def write_arrow_pair(folder: Path, name: str, window: np.ndarray) -> None:
+    """One window as played (``folder/forward/name``) and backwards (``folder/reversed/name``)."""
+    for kind, clip in zip(ARROW_CLASSES, (window, window[::-1])):
+        path = folder / kind / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_clip(clip, path, CLIP_FPS)
+
+
 def arrow_of_time(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
     """Windows of real footage that move, each written twice: as played (``forward``) and
     backwards (``reversed``). A window that does not move reads the same both ways, so it has no
     arrow; a pair of clips with the same frames leaves the order as the only difference."""
     for split, vids in footage_by_split(corpus, scale.clip_frames + 8).items():
-        moving = {}
-        for video in vids:
-            frames = read_frames(video, limit=ARROW_STRIDE * ARROW_MAX_FRAMES)
-            stride = max(1, min(ARROW_STRIDE, len(frames) // scale.clip_frames))
-            strided = np.stack([centre_square(f) for f in frames[::stride]])
-            if starts := moving_windows(strided, scale.clip_frames):
-                moving[video] = (strided, starts)
+        moving = {video: found for video in vids if (found := arrow_windows(video, scale.clip_frames))[1]}
         per_video = clips_per_video(scale, split, len(moving)) * ARROW_WINDOWS_FACTOR
         for video, (strided, starts) in moving.items():
             rng = np.random.default_rng([seed, name_hash(video)])
             for n, start in enumerate(rng.permutation(starts)[:per_video]):
-                window = strided[start : start + scale.clip_frames]
-                for kind, clip in zip(ARROW_CLASSES, (window, window[::-1])):
-                    path = root / split / kind / f"{clip_stem(video)}_{n}.avi"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    write_clip(clip, path, CLIP_FPS)
+                write_arrow_pair(root / split, f"{clip_stem(video)}_{n}.avi", strided[start : start + scale.clip_frames])
     return {"data": root}
 
 
