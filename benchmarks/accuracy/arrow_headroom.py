@@ -1,6 +1,6 @@
 """How far can the arrow-of-time task go on this corpus? Two measurements, CLI in and out.
 
-Usage: benchmarks/accuracy/arrow_headroom [--seeds 0,1,2] [--sizes 4,8,12] [--train-args "..."]
+Usage: .venv/bin/python benchmarks/accuracy/arrow_headroom.py [--seeds 0,1,2] [--sizes 4,8,12] [--train-args "..."]
 
 1. **Learning curve over footage.** The task's model trained on the clips of only k of its
    moving training videos (nested subsets, seeded), with the task's own validation and test
