@@ -8,8 +8,8 @@ Usage: .venv/bin/python benchmarks/accuracy/arrow_headroom.py [--seeds 0,1,2] [-
 2. **Seen footage.** Each test video is cut in two halves in time. The model is trained twice:
    on the task's training clips alone (``unseen``), and on those plus windows from the first half
    of every test video (``seen``); both are tested on windows from the second half only, which
-   share no frame with the first. The gap is what the model could learn about the test footage
-   if it had seen it: an upper bound set by the footage, not by the design.
+   share no frame with the first. The gap is what having seen a footage is worth: if the task
+   were short of examples of its test scenes' arrow, ``seen`` would win by far.
 
 Rows print as they finish; each gives top-1 and the accuracy per test footage. The disc
 stimulus (psychtoolbox ``DualDiscs``) moves at constant speed, so nothing in it tells forwards
