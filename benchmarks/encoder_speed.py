@@ -16,8 +16,9 @@ import time
 import numpy as np
 import torch
 
-from vidclf.model import ModelConfig, VideoClassifier
-from vidclf.motion import MOTION_KINDS, MOTION_NAMES, clip_motion
+from vidclf.config import ModelConfig
+from vidclf.model import VideoClassifier
+from vidclf.motion import FLOWS, clip_motion
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -38,8 +39,8 @@ def main() -> None:
     print("| encoder | size | layout | ms per clip |")
     print("|---|---:|---|---:|")
     clips = 4
-    for backbone, size in (("small", 112), ("lite0", 112), ("lite0", 160)):
-        model = VideoClassifier(ModelConfig(labels=["a", "b"], backbone=backbone, size=size), pretrained=False).eval()
+    for size in (112, 160):
+        model = VideoClassifier(ModelConfig(labels=["a", "b"], size=size), pretrained=False).eval()
         rgb = torch.randint(0, 256, (clips, 16, size, size, 3), dtype=torch.uint8)
         for layout in ("channels_last", "contiguous"):
             def run() -> None:
@@ -47,18 +48,18 @@ def main() -> None:
                     x = rgb.flatten(0, 1).permute(0, 3, 1, 2).float().div_(255)
                     x = x.contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
                     model.backbone(x)
-            print(f"| {backbone} | {size} | {layout} | {median_ms(run, args.repeats) / clips:.1f} |", flush=True)
+            print(f"| lite0 | {size} | {layout} | {median_ms(run, args.repeats) / clips:.1f} |", flush=True)
     finetune_step_table(clips, args.repeats)
     frames = sample_clip_frames()
     print("\n| motion maps, 16 frames at 112 px → 32×32 | ms per clip |\n|---|---:|")
-    for kind in MOTION_KINDS:
-        print(f"| {MOTION_NAMES[kind]} | {median_ms(lambda: clip_motion(frames, kind, 32), args.repeats):.1f} |")
+    for flows in [(flow,) for flow in FLOWS] + [FLOWS]:
+        print(f"| {' + '.join(flows)} | {median_ms(lambda: clip_motion(frames, 32, flows), args.repeats):.1f} |")
 
 
 def finetune_step_table(clips: int, repeats: int) -> None:
     """Forward + backward through Lite0 at 112 px, as in a fine-tuning epoch."""
-    model = VideoClassifier(ModelConfig(labels=["a", "b"], backbone="lite0"), pretrained=False)
-    model.set_backbone_frozen(False)
+    model = VideoClassifier(ModelConfig(labels=["a", "b"]), pretrained=False)
+    model.freeze_backbone(False)
     model.train()
     x = torch.rand(clips * 16, 3, 112, 112).contiguous(memory_format=torch.channels_last)
 

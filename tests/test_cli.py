@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,10 +40,39 @@ def test_help_does_not_import_torch_or_opencv() -> None:
 
 def test_help_shows_defaults_written_in_the_text() -> None:
     """Rich markup must not swallow '[default: ...]' in an option's help (it reads as a tag)."""
-    text = " ".join(run_cli("train", "--help").stdout.split())
-    assert "[default: models/<DATA name>.vidclf]" in text and "[default: lite0]" in text
-    assert "[default: 8; fast and motion presets: 0]" in text
-    assert "[default: as --temporal; appearance preset: mean]" in text
+    text = " ".join(run_cli("train", "--help").stdout.replace("│", " ").split())  # help wrapped in the panel
+    assert "[default: models/<DATA name>.vidclf]" in text and "[default: balanced]" in text
+    assert "[default: balanced 8, fast 0, motion 0, appearance 8]" in text
+
+
+def train_help_options() -> dict[str, str]:
+    """The Options panel of ``vidclf train --help``: each option's long name (or short one, if
+    it has no long one) → the rest of its first line (metavar, help)."""
+    result = run_cli("train", "--help")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = next(n for n, line in enumerate(lines) if "─ Options ─" in line)
+    end = next(n for n, line in enumerate(lines) if n > start and line.lstrip().startswith("╰"))
+    options = {}
+    for line in lines[start + 1 : end]:
+        match = re.match(r"│ (--[\w-]+|-\w)\s+(?:-\w\s+)?(.*)", line)
+        if match:  # else a continuation line of the help text
+            options[match[1]] = match[2]
+    return options
+
+
+def test_train_help_lists_the_enum_choices_and_few_options() -> None:
+    from vidclf.config import PresetName, Temporal
+    from vidclf.device import Device
+
+    options = train_help_options()
+    for name, enum in (("--preset", PresetName), ("--temporal", Temporal), ("--device", Device)):
+        metavar = re.match(r"<([^>]*)>", options[name])
+        assert metavar, f"{name}: no <choices> metavar in {options[name]!r}"
+        assert metavar[1].split("|") == [member.value for member in enum]
+    assert {"--out", "--preset", "--temporal", "--finetune-epochs", "--resume", "--help"} <= set(options)
+    assert not {"--backbone", "--motion", "--fusion", "--hidden", "--finetune-p"} & set(options)
+    assert len(options) <= 22, sorted(options)
 
 
 def test_console_script_and_module_agree() -> None:
@@ -103,19 +133,34 @@ def test_make_samples_refuses_non_empty_folder(tmp_path: Path) -> None:
 
 
 def test_presets_fill_only_what_was_not_given() -> None:
-    from vidclf.cli import UserFacingError, apply_preset
+    from vidclf.config import PRESETS, Backbone, PresetName, Temporal, TrainOptions
 
-    def preset(name: str, **given: object) -> tuple[object, ...]:
-        return apply_preset(name, **{"backbone": None, "finetune_epochs": None, "epochs": None,
-                                     "appearance_temporal": None, **given})
+    def options(preset: str, **given: object) -> TrainOptions:
+        return TrainOptions(Path("DATA"), Path("m.vidclf"), preset=preset, **given)
 
-    assert preset("balanced") == ("lite0", 8, 60, None)
-    assert preset("motion") == ("none", 0, 60, None)
-    assert preset("fast") == ("lite0", 0, 60, None)
-    assert preset("fast", finetune_epochs=3, epochs=30) == ("lite0", 3, 30, None)
-    assert preset("balanced", backbone="small") == ("small", 0, 60, None)
-    assert preset("balanced", backbone="none", finetune_epochs=2) == ("none", 2, 60, None)
-    assert preset("appearance") == ("lite0", 8, 60, "mean")
-    assert preset("appearance", appearance_temporal="lstm") == ("lite0", 8, 60, "lstm")
-    with pytest.raises(UserFacingError, match="--preset must be one of balanced, motion, fast, appearance"):
-        preset("objects")
+    def model(preset: str, **given: object) -> tuple[object, ...]:
+        config = options(preset, **given).model_config(["a", "b"])
+        return config.backbone, config.temporal, config.appearance_temporal, config.extra
+
+    assert [(name.value, options(name.value).finetune_epochs) for name in PresetName] == [
+        ("balanced", 8), ("fast", 0), ("motion", 0), ("appearance", 8)]
+    assert options("fast", finetune_epochs=3).finetune_epochs == 3  # given explicitly: it wins
+    assert options("balanced", finetune_epochs=0).finetune_epochs == 0
+    assert options("motion", finetune_epochs=0).finetune_epochs == 0
+    assert model("balanced") == (Backbone.LITE0, Temporal.LSTM_MEAN, Temporal.LSTM_MEAN, {"preset": "balanced"})
+    assert model("motion", temporal="lstm") == (Backbone.NONE, Temporal.LSTM, Temporal.LSTM, {"preset": "motion"})
+    assert model("appearance") == (Backbone.LITE0, Temporal.LSTM_MEAN, Temporal.MEAN, {"preset": "appearance"})
+    assert model("appearance", temporal="lstm")[1:3] == (Temporal.LSTM, Temporal.MEAN)
+    assert set(PRESETS) == set(PresetName)
+    with pytest.raises(ValueError, match="--finetune-epochs needs an appearance backbone; --preset motion has none"):
+        options("motion", finetune_epochs=2)
+    with pytest.raises(ValueError):
+        options("objects")
+
+
+def test_finetuning_a_motion_only_network_is_a_usage_error(tmp_path: Path) -> None:
+    out = tmp_path / "m.vidclf"
+    result = run_cli("train", str(tmp_path), "--preset", "motion", "--finetune-epochs", "2", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert "--finetune-epochs needs an appearance backbone; --preset motion has none" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()

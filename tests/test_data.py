@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from indexed import write_indexed_video
+from vidclf.config import ModelConfig, SamplingSpec
 from vidclf.data import (
-    DatasetError, LabelledVideo, SamplingSpec, check_trainable, compute_view, discover, load_view,
+    DatasetError, LabelledVideo, check_trainable, compute_view, discover, load_view,
     stratified_split, view_cache_path, file_digest,
 )
-from vidclf.motion import MOTION_KINDS, clip_motion
+from vidclf.motion import FLOWS, clip_motion
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +22,11 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("VIDCLF_CACHE_DIR", str(cache))
     return cache
+
+
+def sampling(frames: int, size: int, motion_size: int) -> SamplingSpec:
+    """The sampling a model with these settings trains and predicts with."""
+    return ModelConfig(labels=("a", "b"), frames=frames, size=size, motion_size=motion_size).sampling()
 
 
 def touch_videos(root: Path, names: list[str]) -> None:
@@ -67,7 +73,7 @@ def test_stratified_split_is_seeded_and_covers_every_class() -> None:
 
 def test_view_is_cached_and_recomputed_when_damaged(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "v.avi", 30)
-    spec = SamplingSpec(frames=6, size=32, motion="farneback", motion_size=8)
+    spec = sampling(frames=6, size=32, motion_size=8)
     first, _ = load_view(video, spec, view=1, seed=0)
     entry = view_cache_path(file_digest(video), spec, 1, 0)
     assert entry.is_file()
@@ -82,17 +88,30 @@ def test_view_is_cached_and_recomputed_when_damaged(tmp_path: Path) -> None:
 
 def test_random_views_are_seeded(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "v.avi", 60)
-    spec = SamplingSpec(frames=6, size=32, motion=None, motion_size=8)
+    spec = sampling(frames=6, size=32, motion_size=8)
     a, _ = compute_view(video, spec, 1, seed=0)
     b, _ = compute_view(video, spec, 1, seed=0)
     c, _ = compute_view(video, spec, 2, seed=0)
     assert np.array_equal(a.rgb, b.rgb) and not np.array_equal(a.rgb, c.rgb)
-    assert a.motion is None
+    assert np.array_equal(a.motion, b.motion)
+
+
+def test_view_motion_is_both_flows_of_its_frames(tmp_path: Path) -> None:
+    """A view's motion maps are (dx, dy) of Farneback then of DIS between its own frames,
+    stored as float16; the first step has no predecessor and is zero."""
+    video = write_indexed_video(tmp_path / "v.avi", 40)
+    inputs, _ = compute_view(video, sampling(frames=6, size=32, motion_size=8), 1, seed=0)
+    assert inputs.length == 6
+    assert inputs.motion.shape == (6, 2 * len(FLOWS), 8, 8) == (6, 4, 8, 8)
+    assert inputs.motion.dtype == np.float16
+    assert np.all(inputs.motion[0] == 0) and np.abs(inputs.motion[1:]).max() > 0
+    expected = clip_motion(inputs.rgb, 8).astype(np.float16)
+    assert np.array_equal(inputs.motion, expected)
 
 
 def test_short_video_is_padded_with_its_real_length(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "short.avi", 3)
-    inputs, warnings = compute_view(video, SamplingSpec(frames=8, size=32, motion="farneback", motion_size=8), 0, 0)
+    inputs, warnings = compute_view(video, sampling(frames=8, size=32, motion_size=8), 0, 0)
     assert inputs.length == 3
     assert inputs.rgb[3:].max() == 0 and inputs.rgb[:3].max() > 0
     assert np.all(inputs.motion[3:] == 0)
@@ -109,29 +128,24 @@ def moving_square_frames() -> np.ndarray:
     return np.stack(frames)
 
 
-@pytest.mark.parametrize("kind", ["farneback", "dis"])
-def test_flow_follows_motion_direction(kind: str) -> None:
+@pytest.mark.parametrize("flow", FLOWS)
+def test_flow_follows_motion_direction(flow: str) -> None:
     frames = moving_square_frames()
-    flow = clip_motion(frames, kind, 8)
-    assert flow.shape == (5, 2, 8, 8)
-    assert np.all(flow[0] == 0)
-    assert flow[1:, 0].sum() > 0 and abs(flow[1:, 1].sum()) < flow[1:, 0].sum() / 3
-    reversed_flow = clip_motion(frames[::-1].copy(), kind, 8)
-    assert reversed_flow[1:, 0].sum() < 0
+    maps = clip_motion(frames, 8, flows=(flow,))
+    assert maps.shape == (5, 2, 8, 8) and maps.dtype == np.float32
+    assert np.all(maps[0] == 0)
+    assert maps[1:, 0].sum() > 0 and abs(maps[1:, 1].sum()) < maps[1:, 0].sum() / 3
+    reversed_maps = clip_motion(frames[::-1].copy(), 8, flows=(flow,))
+    assert reversed_maps[1:, 0].sum() < 0
 
 
-def test_frame_difference_is_one_signed_channel() -> None:
+def test_the_two_flows_stack_as_two_channel_pairs() -> None:
+    assert FLOWS == ("farneback", "dis")
     frames = moving_square_frames()
-    diff = clip_motion(frames, "diff", 8)
-    assert diff.shape == (5, 1, 8, 8) and np.all(diff[0] == 0)
-    # the white square moves right: grey rises ahead of it (right) and falls behind it (left)
-    assert diff[1:, 0, :, 5:].sum() > 0 > diff[1:, 0, :, :2].sum()
-    assert set(MOTION_KINDS) == {"farneback", "dis", "farneback+dis", "diff"}
-
-
-def test_two_flows_stack_as_two_channel_pairs() -> None:
-    frames = moving_square_frames()
-    both = clip_motion(frames, "farneback+dis", 8)
+    both = clip_motion(frames, 8)
     assert both.shape == (5, 4, 8, 8)
-    assert np.array_equal(both[:, :2], clip_motion(frames, "farneback", 8))
-    assert np.array_equal(both[:, 2:], clip_motion(frames, "dis", 8))
+    farneback, dis = clip_motion(frames, 8, flows=("farneback",)), clip_motion(frames, 8, flows=("dis",))
+    assert np.array_equal(both[:, :2], farneback)
+    assert np.array_equal(both[:, 2:], dis)
+    assert not np.allclose(farneback, dis)  # two methods, two different estimates
+    assert np.array_equal(clip_motion(frames, 8, flows=("dis", "farneback")), np.concatenate([dis, farneback], 1))

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from vidclf.config import ModelConfig, TrainOptions
 from vidclf.data import ClipInputs, LabelledVideo
-from vidclf.model import ModelConfig, VideoClassifier
-from vidclf.motion import clip_motion
+from vidclf.model import VideoClassifier
+from vidclf.motion import FLOWS, MIRROR_SIGNS, clip_motion
 from vidclf.samples import render_clip
-from vidclf.train import Stage, Tensors, TrainOptions, fit, mirror_clips, stack_inputs
+from vidclf.train import Inputs, Splits, Stage, Tensors, fit, mirror_clips
 
 
 def moving_clip(label: str, seed: int) -> np.ndarray:
@@ -21,48 +22,52 @@ def moving_clip(label: str, seed: int) -> np.ndarray:
     return np.ascontiguousarray(frames[:, :, :, ::-1])  # the generator draws BGR for OpenCV's writer
 
 
-@pytest.mark.parametrize("kind", ["farneback", "dis", "farneback+dis"])
-def test_mirrored_flow_maps_are_the_flow_of_the_mirrored_clip(kind: str) -> None:
-    frames = moving_clip("move_left", seed=3)
-    maps = torch.from_numpy(clip_motion(frames, kind, 16))[None]
-    of_mirrored_clip = torch.from_numpy(clip_motion(np.ascontiguousarray(frames[:, :, ::-1]), kind, 16))[None]
-    batch = Tensors(lengths=torch.tensor([8]), targets=torch.tensor([0]), motion=maps)
+def one_clip_batch(maps: np.ndarray) -> Tensors:
+    return Tensors(lengths=torch.tensor([8]), targets=torch.tensor([0]), motion=torch.from_numpy(maps)[None],
+                   clip_index=torch.tensor([0]))
 
-    mirrored = mirror_clips(batch, torch.tensor([True]), kind.split("+")).motion
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_mirrored_flow_maps_are_the_flow_of_the_mirrored_clip(flow: str) -> None:
+    assert MIRROR_SIGNS == (-1.0, 1.0)  # (dx, dy): a mirror negates dx only
+    frames = moving_clip("move_left", seed=3)
+    batch = one_clip_batch(clip_motion(frames, 16))
+    channels = slice(2 * FLOWS.index(flow), 2 * FLOWS.index(flow) + 2)  # this flow's (dx, dy)
+    maps = batch.motion[:, :, channels]
+    of_mirrored_clip = torch.from_numpy(clip_motion(np.ascontiguousarray(frames[:, :, ::-1]), 16, flows=(flow,)))[None]
+
+    mirrored = mirror_clips(batch, torch.tensor([True])).motion[:, :, channels]
     error = (mirrored - of_mirrored_clip).abs().mean() / of_mirrored_clip.abs().mean()
     flipped_only = (maps.flip(4) - of_mirrored_clip).abs().mean() / of_mirrored_clip.abs().mean()
     assert error < 0.25, error  # OpenCV's flows are nearly, not exactly, mirror-symmetric
     assert flipped_only > 4 * error  # a shape moving left moves right in the mirror: dx's sign matters
-    kept = mirror_clips(batch, torch.tensor([False]), kind.split("+"))
-    assert torch.equal(kept.motion, maps)
-
-
-def test_frame_difference_is_only_flipped() -> None:
-    frames = moving_clip("grow", seed=4)
-    maps = torch.from_numpy(clip_motion(frames, "diff", 16))[None]
-    of_mirrored_clip = torch.from_numpy(clip_motion(np.ascontiguousarray(frames[:, :, ::-1]), "diff", 16))[None]
-    batch = Tensors(lengths=torch.tensor([8]), targets=torch.tensor([0]), motion=maps)
-    assert torch.allclose(mirror_clips(batch, torch.tensor([True]), ["diff"]).motion, of_mirrored_clip, atol=1e-5)
+    kept = mirror_clips(batch, torch.tensor([False]))
+    assert torch.equal(kept.motion, batch.motion)
 
 
 def test_frames_and_frozen_features_are_mirrored_with_the_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The frozen backbone's features of the mirrored frames are computed (and cached) once;
     a mirrored clip takes them, its frames and its motion together."""
     monkeypatch.setenv("VIDCLF_CACHE_DIR", str(tmp_path / "cache"))
-    config = ModelConfig(labels=["a", "b"], frames=8, size=64, motion="farneback", motion_size=16)
+    config = ModelConfig(labels=("a", "b"), frames=8, size=64, motion_size=16)
     model = VideoClassifier(config)
-    spec = config.sampling()
-    entries, items = [], []
+    views, items = [], []
     for n, label in enumerate(["move_left", "rotate_cw"]):
         frames = moving_clip(label, seed=n)
         path = tmp_path / f"{label}.mp4"
         path.write_bytes(label.encode())  # only a cache key: the frames are given
         items.append(LabelledVideo(path, "ab"[n]))
-        entries.append((n, 0, ClipInputs(frames, clip_motion(frames, "farneback", 16), 8)))
+        views.append((n, 0, ClipInputs(frames, clip_motion(frames, 16), 8)))
+
+    def stacked_train_inputs(log: list[str], hflip: bool = True) -> Tensors:
+        options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", hflip=hflip)
+        inputs = Inputs(model, Splits(items, [], [], ["a", "b"]), options, torch.device("cpu"), log.append,
+                        train_views=views, val_views=[], skipped=[])
+        return inputs.train()
 
     log: list[str] = []
-    stacked = stack_inputs(model, entries, items, ["a", "b"], spec, 0, torch.device("cpu"), log.append, mirrored=True)
-    rgb = torch.from_numpy(np.stack([e[2].rgb for e in entries]))
+    stacked = stacked_train_inputs(log)
+    rgb = torch.from_numpy(np.stack([v[2].rgb for v in views]))
     with torch.inference_mode():
         expected = model.appearance_features(rgb.flip(3))
     assert torch.allclose(stacked.appearance_mirrored, expected.half().float(), atol=1e-3)
@@ -70,12 +75,13 @@ def test_frames_and_frozen_features_are_mirrored_with_the_clip(tmp_path: Path, m
     assert sum("mirrored clip views" in line for line in log) == 1
 
     log.clear()
-    again = stack_inputs(model, entries, items, ["a", "b"], spec, 0, torch.device("cpu"), log.append, mirrored=True)
+    again = stacked_train_inputs(log)
     assert not log and torch.equal(again.appearance_mirrored, stacked.appearance_mirrored)  # from the cache
+    assert stacked_train_inputs(log, hflip=False).appearance_mirrored is None  # only --hflip needs them
 
     stacked.rgb = rgb
     mirror = torch.tensor([True, False])
-    out = mirror_clips(stacked, mirror, ["farneback"])
+    out = mirror_clips(stacked, mirror)
     assert torch.equal(out.appearance[0], stacked.appearance_mirrored[0])
     assert torch.equal(out.appearance[1], stacked.appearance[1])
     assert torch.equal(out.rgb[0], rgb[0].flip(2)) and torch.equal(out.rgb[1], rgb[1])
@@ -89,19 +95,20 @@ def test_training_with_hflip_cannot_tell_mirror_twins_apart(tmp_path: Path) -> N
     def make(n: int, seed: int, channel: int) -> Tensors:
         gen = torch.Generator().manual_seed(seed)
         targets = torch.arange(n) % 2
-        motion = 0.3 * torch.randn(n, 6, 2, 8, 8, generator=gen)
-        motion[:, :, channel] += (targets * 2 - 1).float()[:, None, None, None]
+        motion = 0.3 * torch.randn(n, 6, 2 * len(FLOWS), 8, 8, generator=gen)
+        for flow in range(len(FLOWS)):  # the same signal in both flows' dx (channel 0) or dy (channel 1)
+            motion[:, :, 2 * flow + channel] += (targets * 2 - 1).float()[:, None, None, None]
         return Tensors(lengths=torch.full((n,), 6), targets=targets, motion=motion, clip_index=torch.arange(n))
 
     def train_accuracy(channel: int, hflip: bool) -> float:
         """Training accuracy over the last 4 epochs, on the clips as shown (mirrored or not)."""
         torch.manual_seed(0)
-        config = ModelConfig(labels=["neg", "pos"], backbone="none", motion="farneback", frames=6, motion_size=8,
-                             hidden=16, motion_dim=16, temporal="lstm")
+        config = ModelConfig(labels=("neg", "pos"), backbone="none", frames=6, motion_size=8, hidden=16,
+                             motion_dim=16, temporal="lstm", appearance_temporal="lstm")
         options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", epochs=8, lr=5e-3, hflip=hflip)
         stage = Stage("train", options.epochs, tmp_path / f"m{channel}{hflip}.ckpt", options.patience)
         _, history = fit(VideoClassifier(config), make(64, 1, channel), make(16, 2, channel), options,
-                         ["neg", "pos"], torch.device("cpu"), lambda line: None, stage)
+                         torch.device("cpu"), lambda line: None, stage)
         return float(np.mean([record.train_acc for record in history[-4:]]))
 
     assert train_accuracy(channel=0, hflip=False) > 0.95  # dx's sign is learnt without mirroring

@@ -17,6 +17,13 @@ import pytest
 from vidclf.samples import PARTNER, make_samples, reverse_clip
 
 CLASSES = ("move_left", "move_right", "grow", "shrink")
+# `vidclf train` options of earlier versions, with a value each (None: a flag); all are gone.
+REMOVED_TRAIN_OPTIONS = {
+    "--backbone": "none", "--motion": "farneback", "--motion-encoder": "cnn", "--fusion": "late",
+    "--pooling": "global", "--appearance-temporal": "mean", "--readout": "mean", "--hidden": "64",
+    "--layers": "2", "--bidirectional": None, "--backbone-lr-scale": "0.1", "--finetune-patience": "3",
+    "--finetune-p": "1",
+}
 
 
 def run_cli(*args: str, env: dict[str, str], stdin: str | None = None, cwd: Path | None = None
@@ -134,8 +141,14 @@ def test_info_shows_the_model(workspace: dict) -> None:
     result = run_cli("info", str(workspace["model"]), "--json", env=workspace["env"])
     meta = json.loads(result.stdout)
     assert meta["labels"] == sorted(CLASSES)
-    assert meta["config"]["backbone"] == "none" and meta["config"]["motion"] == "farneback+dis"  # --preset motion
-    assert meta["config"]["extra"] == {"preset": "motion"}
+    assert meta["config"]["backbone"] == "none" and meta["config"]["extra"] == {"preset": "motion"}  # --preset motion
+    assert meta["config"]["temporal"] == "lstm"
+    assert meta["preprocessing"]["motion"].startswith("OpenCV Farneback and DIS (medium) optical flows")
+    assert meta["backbone"]["name"] == "none" and not meta["backbone"]["stored"]
+    # the two flow streams, an LSTM head each (--temporal lstm), and nothing else
+    keys = head_keys(workspace["model"])
+    assert {k[1] for k in keys} == {k[1] for k in keys if k[2] == "lstm"} == {"0", "1"}
+    assert list(meta["training"]["stream_weights"]) == ["farneback", "dis"]
     assert meta["training"]["counts"]["train"]["grow"] == 16 and meta["training"]["seed"] == 1
     assert meta["preprocessing"]["frames"] == 16
     table = run_cli("info", str(workspace["model"]), env=workspace["env"])
@@ -151,10 +164,11 @@ def test_refusals_are_one_clear_line(workspace: dict, tmp_path: Path) -> None:
     refused = run_cli("train", str(one_class), "--out", str(tmp_path / "m.vidclf"), env=env)
     assert refused.returncode == 3 and "at least 2 label folders" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
-    bad_option = run_cli("train", str(one_class), "--backbone", "resnet", "--out", str(tmp_path / "m.vidclf"), env=env)
-    assert bad_option.returncode == 2 and "backbone must be one of lite0, small, none" in bad_option.stderr
+    bad_choice = run_cli("train", str(one_class), "--temporal", "gru", "--out", str(tmp_path / "m.vidclf"), env=env)
+    assert bad_choice.returncode == 2 and "'gru' is not one of 'lstm+mean', 'lstm', 'mean'" in bad_choice.stderr
     bad_preset = run_cli("train", str(one_class), "--preset", "objects", "--out", str(tmp_path / "m.vidclf"), env=env)
-    assert bad_preset.returncode == 2 and "--preset must be one of balanced, motion, fast, appearance" in bad_preset.stderr
+    assert bad_preset.returncode == 2
+    assert "'objects' is not one of 'balanced', 'fast', 'motion', 'appearance'" in bad_preset.stderr
     missing = run_cli("predict", "x.mp4", "--model", str(tmp_path / "none.vidclf"), env=env)
     assert missing.returncode == 3 and "no such model file" in missing.stderr
 
@@ -163,7 +177,7 @@ def test_kill_9_then_resume_loses_at_most_one_epoch(workspace: dict, tmp_path: P
     env = workspace["env"]
     data = workspace["root"] / "train"
     out = tmp_path / "resumable.vidclf"
-    args = ["train", str(data), "--out", str(out), "--backbone", "none", "--temporal", "lstm", "--epochs", "30",
+    args = ["train", str(data), "--out", str(out), "--preset", "motion", "--temporal", "lstm", "--epochs", "30",
             "--patience", "30", "--batch-size", "4", "--seed", "1"]
     checkpoint = out.with_name(out.name + ".ckpt")
     train_then_kill_9(args, checkpoint, env)
@@ -197,7 +211,7 @@ def test_same_seed_gives_the_same_model_with_or_without_worker_processes(tmp_pat
     weights = []
     for workers in ("0", "2"):
         out = tmp_path / f"w{workers}.vidclf"
-        result = run_cli("train", str(data), "--out", str(out), "--backbone", "small", "--size", "48",
+        result = run_cli("train", str(data), "--out", str(out), "--preset", "fast", "--size", "48",
                          "--frames", "6", "--epochs", "2", "--workers", workers, "--seed", "5", env=env)
         assert result.returncode == 0, result.stderr
         weights.append(torch.load(out, weights_only=True)["state_dict"])
@@ -406,7 +420,7 @@ def head_keys(model: Path) -> list[list[str]]:
 
 
 def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
-    _, out, meta = train_small(tmp_path, ("grow", "shrink"), 3, "--backbone", "none", "--temporal", "mean",
+    _, out, meta = train_small(tmp_path, ("grow", "shrink"), 3, "--preset", "motion", "--temporal", "mean",
                                "--epochs", "1")
     assert meta["config"]["temporal"] == "mean"
     keys = head_keys(out)
@@ -432,7 +446,7 @@ def test_finetuning_is_skipped_when_the_frozen_backbone_is_already_perfect_on_va
     assert max(float(r["val_acc"]) for r in rows) == 1.0  # the premise: easy classes
     # fine-tuning replaces the frozen model only by a significant validation win: none is possible
     assert "fine-tuning skipped" in done.stderr and {r["stage"] for r in rows} == {"train"}
-    assert meta["training"]["best_stage"] == "train" and meta["config"]["frozen"]
+    assert meta["training"]["best_stage"] == "train" and not meta["backbone"]["stored"]
 
 
 def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: Path) -> None:
@@ -440,26 +454,46 @@ def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: 
 
     env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
     data = tmp_path / "data"
-    make_samples(data, clips_per_class=4, seed=6, classes=("move_left", "move_right"))
+    make_samples(data, clips_per_class=6, seed=6, classes=CLASSES)
     out = tmp_path / "ft.vidclf"
-    args = ["train", str(data), "--out", str(out), "--size", "48", "--frames", "4", "--epochs", "3",
-            "--finetune-epochs", "12", "--patience", "100", "--batch-size", "4", "--workers", "0",
-            "--finetune-p", "1"]  # 2 validation clips: no win could be significant at 0.05
+    # Fine-tuning runs only when the frozen model misses enough validation clips for a win to be
+    # significant (≥ 5 at p ≤ 0.05): 12 validation clips of 4 classes and a single frozen epoch
+    # leave the frozen model far from that.
+    args = ["train", str(data), "--out", str(out), "--size", "48", "--frames", "4", "--epochs", "1",
+            "--finetune-epochs", "6", "--val-split", "0.5", "--patience", "100", "--batch-size", "4",
+            "--workers", "0"]
     checkpoint = out.with_name(out.name + ".finetune.ckpt")
     train_then_kill_9(args, checkpoint, env)
     assert checkpoint.exists() and not out.exists()
     resumed = run_cli(*args, "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {checkpoint}" in resumed.stderr  # the frozen stage is not redone
+    assert "fine-tuning skipped" not in resumed.stderr
     rows = list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == list(range(1, 16))
-    assert [r["stage"] for r in rows] == ["train"] * 3 + ["finetune"] * 12
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 8))
+    assert [r["stage"] for r in rows] == ["train"] + ["finetune"] * 6
+    assert float(rows[0]["val_acc"]) <= 7 / 12 + 1e-6  # the premise: the frozen model misses ≥ 5 of 12
     assert not checkpoint.exists() and not out.with_name(out.name + ".ckpt").exists()
     meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+    assert meta["training"]["counts"]["val"] == {label: 3 for label in sorted(CLASSES)}
     # the best epoch of either stage is kept; a fine-tuned backbone is stored, a frozen one is not
     best_stage = meta["training"]["best_stage"]
     stored = any(k.startswith("backbone.") for k in torch.load(out, weights_only=True)["state_dict"])
     assert best_stage == rows[meta["training"]["best_epoch"] - 1]["stage"]
-    assert stored == (best_stage == "finetune") == (not meta["config"]["frozen"])
-    refused = run_cli(*args[:-2], "--backbone", "none", "--out", str(tmp_path / "x.vidclf"), env=env)
-    assert refused.returncode == 2 and "--finetune-epochs needs --backbone lite0" in refused.stderr
+    assert stored == (best_stage == "finetune") == meta["backbone"]["stored"]
+    refused = run_cli(*args, "--preset", "motion", "--out", str(tmp_path / "x.vidclf"), env=env)
+    assert refused.returncode == 2
+    assert "--finetune-epochs needs an appearance backbone; --preset motion has none" in refused.stderr
+
+
+@pytest.mark.parametrize("option", REMOVED_TRAIN_OPTIONS)
+def test_removed_train_options_are_usage_errors(option: str, tmp_path: Path) -> None:
+    """Options of earlier versions are refused by the parser, before any work: were one
+    accepted, the empty data folder would fail later with exit 3 instead."""
+    value = REMOVED_TRAIN_OPTIONS[option]
+    out = tmp_path / "m.vidclf"
+    result = run_cli("train", str(tmp_path), *([option] if value is None else [option, value]), "--out", str(out),
+                     env={**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"})
+    assert result.returncode == 2, result.stderr
+    assert f"No such option: {option}" in result.stderr
+    assert not out.exists() and not (tmp_path / "cache").exists()

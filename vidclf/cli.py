@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 
 from vidclf import __version__
+from vidclf.config import PRESETS, PresetName, Temporal, TrainOptions
+from vidclf.device import Device
 from vidclf.errors import VidclfError
 
 
@@ -196,32 +198,11 @@ def make_samples(
         print(path)
 
 
-DEVICE_HELP = "auto (CUDA when present), cpu or cuda."
-# `vidclf train --preset`: option values a preset starts from (benchmarks/accuracy/README.md
-# has the measurements behind them).
-PRESETS: dict[str, dict[str, object]] = {
-    "balanced": {},
-    "motion": {"backbone": "none"},
-    "fast": {"finetune_epochs": 0},
-    "appearance": {"appearance_temporal": "mean"},
-}
-# None: the option's own default (--appearance-temporal follows --temporal)
-PRESET_FALLBACKS: dict[str, object] = {"backbone": "lite0", "finetune_epochs": 8, "epochs": 60,
-                                       "appearance_temporal": None}
-
-
-def apply_preset(preset: str, **given: object) -> tuple[object, ...]:
-    """Values for the preset-governed options, in PRESET_FALLBACKS order: what the user gave
-    explicitly (not None), else the preset's value, else the plain default. Only Lite0 is
-    fine-tuned, so another backbone fine-tunes nothing unless asked (then train refuses)."""
-    if preset not in PRESETS:
-        raise UserFacingError(f"invalid option: --preset must be one of {', '.join(PRESETS)}; got {preset!r}",
-                              ExitCode.USAGE)
-    values = {name: given[name] if given.get(name) is not None else PRESETS[preset].get(name, fallback)
-              for name, fallback in PRESET_FALLBACKS.items()}
-    if values["backbone"] != "lite0" and given.get("finetune_epochs") is None:
-        values["finetune_epochs"] = 0
-    return tuple(values.values())
+DEVICE_HELP = "auto: CUDA when present, else the CPU."
+PRESET_HELP = "Starting point: " + "; ".join(f"{name.value}: {preset.when}" for name, preset in PRESETS.items()) + "."
+TEMPORAL_HELP = ("How each stream reads the frames in time: lstm+mean (an LSTM head and an order-blind mean head, "
+                 "validation decides how much each counts), lstm (order matters) or mean (order-blind).")
+DEFAULTS = TrainOptions(Path("DATA"), Path("OUT"))
 
 
 @command
@@ -230,39 +211,22 @@ def train(
                                          show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Model file to write \\[default: models/<DATA name>.vidclf].",
                                                 show_default=False)] = None,
-    preset: Annotated[str, typer.Option(help="Starting point for the options below: balanced (appearance + motion, Lite0 "
-                                             "fine-tuned after its frozen epochs), fast (no fine-tuning: ~3x faster, for classes "
-                                             "told apart by motion), motion (no appearance stream: fastest), appearance "
-                                             "(--appearance-temporal mean: for classes told apart by what is seen). Options "
-                                             "given explicitly win.")] = "balanced",
-    backbone: Annotated[Optional[str], typer.Option(help="Appearance CNN: lite0 (ImageNet-pretrained), small (from scratch) or none \\[default: lite0].",
-                                                    show_default=False)] = None,
-    motion: Annotated[str, typer.Option(help="Motion streams: farneback+dis (both OpenCV optical flows, a stream each), farneback, dis, diff (frame difference) or none.")] = "farneback+dis",
-    motion_encoder: Annotated[str, typer.Option(help="Motion maps through a small CNN, or grid: fixed 4x4 summaries.")] = "cnn",
-    fusion: Annotated[str, typer.Option(help="Two streams: late (a head per stream, mixed by a weight chosen on validation), project (narrow appearance, concatenated per step) or concat.")] = "late",
-    frames: Annotated[int, typer.Option("--frames", min=2, help="Frames sampled per clip (T).")] = 16,
-    size: Annotated[int, typer.Option(min=32, help="Frame size in pixels (square, centre crop).")] = 112,
-    pooling: Annotated[str, typer.Option(help="Spatial pooling of frame features: global or grid (2x2).")] = "global",
-    temporal: Annotated[str, typer.Option(help="lstm+mean: an LSTM head and an order-blind mean head on each stream, sharing its weight unless validation prefers one; lstm or mean: only that one.")] = "lstm+mean",
-    appearance_temporal: Annotated[Optional[str], typer.Option(show_default=False, help="With late fusion, the appearance stream's own head: lstm, mean or lstm+mean \\[default: as --temporal; appearance preset: mean].")] = None,
-    readout: Annotated[str, typer.Option(help="LSTM output used: mean over steps (as LRCN) or last.")] = "mean",
-    hidden: Annotated[int, typer.Option(min=1, help="LSTM width.")] = 128,
-    layers: Annotated[int, typer.Option(min=1, help="LSTM layers.")] = 1,
-    bidirectional: Annotated[bool, typer.Option("--bidirectional", help="Read the sequence both ways.")] = False,
-    epochs: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Maximum epochs with the backbone frozen (features cached) \\[default: 60].")] = None,
-    finetune_epochs: Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Then this many epochs fine-tuning Lite0's later layers (slow; stored in the model file) \\[default: 8; fast and motion presets: 0].")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = 8,
-    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate (AdamW, cosine decay).")] = 2e-3,
-    backbone_lr_scale: Annotated[float, typer.Option(min=0.0, help="Fine-tuning: the backbone learns at --lr times this (the heads at --lr).")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed for split, sampling and initialisation.")] = 0,
-    workers: Annotated[int, typer.Option(min=0, help="Processes decoding videos.")] = min(4, os.cpu_count() or 1),
-    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
-    val_split: Annotated[float, typer.Option(min=0.05, max=0.5, help="Validation share when DATA has no val/ folder.")] = 0.2,
-    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without val improvement.")] = 15,
-    finetune_patience: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Stop fine-tuning after this many epochs without beating the best model so far (the frozen one first) \\[default: off].")] = None,
-    finetune_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep fine-tuning only if it beats the frozen model on validation with a sign-test p-value at most this (1: any higher accuracy).")] = 0.05,
+    preset: Annotated[PresetName, typer.Option(help=PRESET_HELP)] = DEFAULTS.preset,
+    temporal: Annotated[Temporal, typer.Option(help=TEMPORAL_HELP)] = DEFAULTS.temporal,
+    frames: Annotated[int, typer.Option("--frames", min=2, help="Frames sampled per clip (T).")] = DEFAULTS.frames,
+    size: Annotated[int, typer.Option(min=32, help="Frame size in pixels (square, centre crop).")] = DEFAULTS.size,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs with the backbone frozen (features cached).")] = DEFAULTS.epochs,
+    finetune_epochs: Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Then this many epochs fine-tuning Lite0's later layers, kept only if they win significantly on validation \\[default: "
+                                                                                                + ", ".join(f"{n.value} {p.finetune_epochs}" for n, p in PRESETS.items()) + "].")] = None,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without validation improvement.")] = DEFAULTS.patience,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = DEFAULTS.batch_size,
+    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate (AdamW, cosine decay).")] = DEFAULTS.lr,
+    seed: Annotated[int, typer.Option(help="Seed for split, sampling and initialisation.")] = DEFAULTS.seed,
+    workers: Annotated[int, typer.Option(min=0, help="Processes decoding videos.")] = DEFAULTS.workers,
+    device: Annotated[Device, typer.Option(help=DEVICE_HELP)] = DEFAULTS.device,
+    val_split: Annotated[float, typer.Option(min=0.05, max=0.5, help="Validation share when DATA has no val/ folder.")] = DEFAULTS.val_split,
     class_weights: Annotated[bool, typer.Option("--class-weights", help="Weight the loss by inverse class frequency (imbalanced data).")] = False,
-    hflip: Annotated[bool, typer.Option("--hflip", help="Mirror half the training clips left-right, frames and motion alike; only for classes a mirror keeps (off: it turns 'left' into 'right').")] = False,
+    hflip: Annotated[bool, typer.Option("--hflip", help="Mirror half the training clips left-right, frames and flow alike; only for classes a mirror keeps (it turns 'left' into 'right').")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model file.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last finished epoch.")] = False,
 ) -> None:
@@ -272,34 +236,19 @@ def train(
       [bold]vidclf train sample_clips --out models/motion.vidclf[/bold]
       [bold]vidclf train ./clips --preset fast[/bold]   (no fine-tuning: ~3x faster; fine for classes told apart by motion)
       [bold]vidclf train ./clips --preset appearance[/bold]   (classes told apart by what is seen: objects, scenes)
-      [bold]vidclf train ./clips --backbone small --epochs 40 --class-weights[/bold]
+      [bold]vidclf train ./clips --epochs 40 --class-weights[/bold]
       [bold]vidclf train ./clips --resume[/bold]   (after Ctrl-C or a crash)
     """
-    from vidclf.train import TrainOptions, train as run_training
+    from vidclf.train import train as run_training
 
-    backbone, finetune_epochs, epochs, appearance_temporal = apply_preset(
-        preset, backbone=backbone, finetune_epochs=finetune_epochs, epochs=epochs,
-        appearance_temporal=appearance_temporal)
-    if finetune_epochs and backbone != "lite0":
-        raise UserFacingError("invalid option: --finetune-epochs needs --backbone lite0 (only a pretrained "
-                              "backbone is fine-tuned)", ExitCode.USAGE)
-    out = out or Path("models") / f"{data.resolve().name}.vidclf"
-    options = TrainOptions(data=data, out=out, epochs=epochs, finetune_epochs=finetune_epochs, batch_size=batch_size,
-                           lr=lr, backbone_lr_scale=backbone_lr_scale, seed=seed, workers=workers, device=device,
-                           val_split=val_split, patience=patience, finetune_patience=finetune_patience, finetune_p=finetune_p,
-                           class_weights=class_weights, hflip=hflip, force=force, resume=resume)
-    overrides = {"backbone": backbone, "motion": motion, "motion_encoder": motion_encoder, "fusion": fusion,
-                 "frames": frames, "size": size, "pooling": pooling, "temporal": temporal,
-                 "appearance_temporal": appearance_temporal, "readout": readout,
-                 "hidden": hidden, "layers": layers, "bidirectional": bidirectional,
-                 "extra": {"preset": preset}}
-    from vidclf.model import ModelConfig
-
-    try:  # check the model options before any decoding starts
-        ModelConfig(labels=["a", "b"], **overrides)  # type: ignore[arg-type]
+    try:
+        options = TrainOptions(data=data, out=out or Path("models") / f"{data.resolve().name}.vidclf", preset=preset,
+                               temporal=temporal, frames=frames, size=size, epochs=epochs, finetune_epochs=finetune_epochs,
+                               patience=patience, batch_size=batch_size, lr=lr, seed=seed, workers=workers, device=device,
+                               val_split=val_split, class_weights=class_weights, hflip=hflip, force=force, resume=resume)
     except ValueError as exc:
         raise UserFacingError(f"invalid option: {exc}", ExitCode.USAGE) from None
-    result = run_training(options, overrides, log=lambda line: stderr.print(_escape(line), soft_wrap=True))
+    result = run_training(options, log=lambda line: stderr.print(_escape(line), soft_wrap=True))
     print_report(result.report, f"best epoch {result.best_epoch} of {len(result.history)}: "
                                 f"validation split ({result.report.count} clips)")
     _write_curves(result)
@@ -349,7 +298,7 @@ def predict(
     smooth: Annotated[int, typer.Option("--smooth", min=1, help="Timeline: average each window's scores with the K-1 before it.")] = 1,
     min_score: Annotated[float, typer.Option("--min-score", min=0.0, max=1.0, help="Timeline: drop windows whose top score is lower.")] = 0.0,
     camera: Annotated[Optional[int], typer.Option("--camera", min=0, help="Read a camera (device index) instead of files; needs --window.", show_default=False)] = None,
-    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    device: Annotated[Device, typer.Option(help=DEVICE_HELP)] = Device.AUTO,
 ) -> None:
     """Rank labels for videos, or for each window of a long video or live stream (--window).
 
@@ -362,7 +311,7 @@ def predict(
     """
     from vidclf.output import TIMELINE_WRITERS, WRITERS, get_writer
     from vidclf.predict import DEFAULT_MODEL, Predictor, expand_inputs
-    from vidclf.train import resolve_device
+    from vidclf.device import resolve_device
     from vidclf.video import source_name
 
     if camera is not None and window is None:
@@ -435,7 +384,7 @@ def eval(  # noqa: A001 - the command is called eval
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a confusion-matrix heat map (PNG) here.")] = None,
-    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    device: Annotated[Device, typer.Option(help=DEVICE_HELP)] = Device.AUTO,
 ) -> None:
     """Measure a model on labelled clips: accuracy, per-class precision/recall/F1, confusions.
 
@@ -445,9 +394,10 @@ def eval(  # noqa: A001 - the command is called eval
       [bold]vidclf eval ./clips -m models/mine.vidclf --plot confusion.png[/bold]
     """
     from vidclf.evaluate import eval_items, evaluate_folder
+    from vidclf.files import atomic_write
     from vidclf.output import result_console
     from vidclf.predict import DEFAULT_MODEL, Predictor
-    from vidclf.train import resolve_device
+    from vidclf.device import resolve_device
 
     if fmt not in ("table", "json"):
         raise UserFacingError(f"--format {fmt}: use table or json", ExitCode.USAGE)
@@ -455,9 +405,9 @@ def eval(  # noqa: A001 - the command is called eval
     items, part = eval_items(data)
     stderr.print(f"evaluating {len(items)} clips ({part}) with {_escape(predictor.loaded.name)}"
                  + (f", {clips} clips per video" if clips > 1 else ""))
-    from tqdm import tqdm
+    from vidclf.progress import progress
 
-    bar = tqdm(total=len(items), unit="video", disable=not sys.stderr.isatty(), leave=False)
+    bar = progress(total=len(items), unit="video")
 
     def progress(item: object, error: str | None) -> None:
         bar.update(1)
@@ -473,11 +423,12 @@ def eval(  # noqa: A001 - the command is called eval
         text = json.dumps({**report.to_dict(), "model": str(predictor.loaded.path), "data": str(data),
                            "clips": clips, "failed": failures}, indent=2, ensure_ascii=False)
         if output:
-            output.write_text(text + "\n", encoding="utf-8")
+            with atomic_write(output, "w", encoding="utf-8") as handle:
+                handle.write(text + "\n")
         else:
             print(text)
     elif output:
-        with output.open("w", encoding="utf-8") as handle:
+        with atomic_write(output, "w", encoding="utf-8") as handle:
             print_report(report, title, result_console(handle))
     else:
         print_report(report, title)

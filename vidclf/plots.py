@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from vidclf.errors import VidclfError
+from vidclf.files import atomic_write
 
 # Contact-sheet geometry. Small frames (e.g. 112 px) are upscaled by an integer factor so
 # the tile is at least this wide: captions stay legible and pixels stay exact (no blur).
@@ -102,9 +103,14 @@ def contact_sheet(
         _put_caption(sheet, left, right, x, cap_y, tile_w, caption_h, caption_scale, caption_thick)
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), sheet):
-        raise VidclfError(f"could not write image {out}; check the folder is writable and the name ends in .png")
+    try:
+        encoded, data = cv2.imencode(out.suffix or ".png", sheet)
+    except cv2.error:
+        encoded = False
+    if not encoded:
+        raise VidclfError(f"could not encode image {out}; give a name that ends in .png")
+    with atomic_write(out) as handle:
+        handle.write(data.tobytes())
     return out
 
 
@@ -218,8 +224,8 @@ def _matplotlib(what: str) -> tuple[Any, Any, Any]:
 
 def _save(fig: Any, out: Path) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, facecolor="white")
+    with atomic_write(out) as handle:
+        fig.savefig(handle, format=out.suffix.lstrip(".") or "png", dpi=110, facecolor="white")
     return out
 
 

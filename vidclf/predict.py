@@ -106,11 +106,8 @@ class Predictor:
         inputs = [clip_inputs(clip, self.spec) for clip in clips]
         model = self.loaded.model
         lengths = torch.tensor([i.length for i in inputs])
-        rgb = motion = None
-        if model.backbone is not None:
-            rgb = torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device)
-        if self.spec.motion is not None:
-            motion = torch.from_numpy(np.stack([i.motion for i in inputs]).astype(np.float32)).to(self.device)
+        motion = torch.from_numpy(np.stack([i.motion for i in inputs]).astype(np.float32)).to(self.device)
+        rgb = None if model.backbone is None else torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device)
         with torch.inference_mode():
             logits = model(lengths, rgb=rgb, motion=motion)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()

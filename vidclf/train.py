@@ -1,77 +1,47 @@
 """Training: data folder → cached clip views → fitted classifier → model file.
 
-Stages, each a small function: ``plan_splits`` (find, split, count) → ``prepare_views``
-(decode + motion maps, cached, in parallel) → ``stack_inputs`` (frozen backbone features, cached)
-→ ``fit`` (epochs with early stopping, a resumable checkpoint after each) → optionally ``fit`` again
-with the backbone unfrozen (fine-tuning) → ``save_model``.
-
-Fine-tuning comes after the frozen stage, not instead of it ("linear probing, then fine-tuning":
-Kumar et al., ICLR 2022): the heads, the motion stream above all, get their many cheap epochs on
-cached features, and the few costly end-to-end epochs start from heads that already work.
+The stages, in order: ``plan_splits`` (find, split, count) → ``prepare_inputs`` (decode and
+flow, cached, in parallel; frozen Lite0 features, cached) → ``frozen_stage`` (epochs on cached
+features, early stopping) → ``finetune_stage`` (Lite0's later layers learn; kept only if it
+wins significantly) → ``summarise`` → the model file. Each epoch writes a ``Checkpoint``, so
+an interrupted run resumes where it stopped. Why two stages: docs/design.md.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
-import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
+from vidclf.config import ModelConfig, SamplingSpec, TrainOptions
 from vidclf.data import (
-    ClipInputs, DatasetError, LabelledVideo, SamplingSpec, atomic_save_npz, cache_dir,
-    check_trainable, discover, file_digest, init_worker, stratified_split, view_cache_path, view_job,
+    ClipInputs, DatasetError, LabelledVideo, cache_dir, check_trainable, discover, file_digest, init_worker,
+    save_npz, stratified_split, view_cache_path, view_job,
 )
+from vidclf.device import resolve_device
+from vidclf.files import atomic_write
 from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
-from vidclf.model import Lite0Features, ModelConfig, VideoClassifier
+from vidclf.model import Lite0Features, VideoClassifier, fuse
 from vidclf.modelfile import ModelFileError, save_model
-from vidclf.motion import mirror_signs
+from vidclf.motion import FLOWS, MIRROR_SIGNS
+from vidclf.progress import progress
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class TrainOptions:
-    """Everything about how to train (the network itself is a ``ModelConfig``)."""
-
-    data: Path
-    out: Path
-    epochs: int = 60
-    finetune_epochs: int = 0  # after the frozen-backbone epochs, train the backbone (all but its first layers)
-    batch_size: int = 8
-    lr: float = 2e-3
-    # Fine-tuning: the pretrained backbone learns at lr × this, the heads at lr. A full lr
-    # wrecks ImageNet features in the first fine-tuning epochs before they recover.
-    backbone_lr_scale: float = 0.1
-    weight_decay: float = 1e-2
-    seed: int = 0
-    workers: int = 2
-    device: str = "auto"
-    val_split: float = 0.2
-    patience: int = 15
-    # Fine-tuning stops after this many epochs without beating the best model so far (the
-    # frozen one first). None: all finetune_epochs run (suite, round 6: 3 saved 38% of the time
-    # on a motion task, where fine-tuning never won, but lost 3.4 points where it won late).
-    finetune_patience: int | None = None
-    # A fine-tuned epoch replaces the frozen model only if it wins on validation with a
-    # sign-test p-value at most this (see Best.to_beat_significantly); 1: any higher accuracy.
-    finetune_p: float = 0.05
-    class_weights: bool = False
-    hflip: bool = False  # mirror half the training clips, every stream alike (see mirror_clips)
-    views: int = 4  # cached samplings per training clip: 1 uniform + (views-1) random
-    force: bool = False
-    resume: bool = False
+VIEWS = 4  # cached samplings per training clip: 1 uniform + 3 seeded random
+WEIGHT_DECAY = 1e-2
+# Fine-tuning: Lite0 learns at lr × this, the heads at lr; a full lr wrecks the ImageNet features.
+BACKBONE_LR_SCALE = 0.1
+# A fine-tuned epoch replaces the frozen model only with a validation win this significant.
+FINETUNE_MAX_P = 0.05
 
 
 @dataclass
@@ -86,22 +56,25 @@ class Splits:
                 for name, items in (("train", self.train), ("val", self.val), ("test", self.test)) if items}
 
 
+View = tuple[int, int, ClipInputs]  # (clip index, view index, inputs)
+
+
 @dataclass
 class Tensors:
     """Model inputs for a set of clip views, stacked: N views of T steps."""
 
     lengths: Tensor
     targets: Tensor
-    appearance: Tensor | None = None  # cached frozen-backbone features (N, T, D)
+    motion: Tensor  # (N, T, 4, M, M)
+    clip_index: Tensor
+    appearance: Tensor | None = None  # cached frozen Lite0 features (N, T, 1280)
     appearance_mirrored: Tensor | None = None  # the same of the frames flipped left-right (--hflip)
-    rgb: Tensor | None = None  # uint8 frames (N, T, S, S, 3) when the backbone trains
-    motion: Tensor | None = None  # (N, T, C, M, M)
-    clip_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    rgb: Tensor | None = None  # uint8 frames (N, T, S, S, 3) while Lite0 is fine-tuned
 
     def select(self, rows: Tensor) -> Tensors:
         pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return Tensors(self.lengths[rows], self.targets[rows], pick(self.appearance), pick(self.appearance_mirrored),
-                       pick(self.rgb), pick(self.motion), self.clip_index[rows])
+        return Tensors(self.lengths[rows], self.targets[rows], self.motion[rows], self.clip_index[rows],
+                       pick(self.appearance), pick(self.appearance_mirrored), pick(self.rgb))
 
 
 @dataclass
@@ -113,7 +86,7 @@ class EpochRecord:
     val_acc: float
     lr: float
     seconds: float
-    stage: str = "train"  # "train" (backbone frozen or trained from scratch), or "finetune"
+    stage: str = "train"  # "train" (backbone frozen, or none), or "finetune"
 
 
 @dataclass
@@ -137,44 +110,74 @@ class Best:
     state: dict[str, Tensor] | None = None
     correct: Tensor | None = None
     baseline: Tensor | None = None
-    max_p: float = 1.0
-
-    @property
-    def val_acc(self) -> float:
-        return self.key[0]
 
     def beaten_by(self, val_acc: float, val_loss: float, correct: Tensor) -> bool:
-        if self.baseline is not None and not significantly_better(correct, self.baseline, self.max_p):
+        if self.baseline is not None and not significantly_better(correct, self.baseline):
             return False
         return (val_acc, -val_loss) > self.key
 
     def replaced_by(self, epoch: int, val_acc: float, val_loss: float, state: dict[str, Tensor], correct: Tensor) -> Best:
-        return Best(epoch, (val_acc, -val_loss), state, correct, self.baseline, self.max_p)
+        return Best(epoch, (val_acc, -val_loss), state, correct, self.baseline)
 
-    def to_beat_significantly(self, max_p: float) -> Best:
-        """This epoch as the baseline a fine-tuned epoch must beat on validation: right on more
-        of the clips where the two disagree, with a sign-test p-value of at most ``max_p``. A
-        model 10x larger must show more than noise: with a validation split of 40-80 clips, a
-        win by one or two clips kept fine-tuning that then lost on test (suite, round 11: three
-        rows, 0.992 → 0.975, 1.000 → 0.975, 0.685 → 0.654). ``max_p`` 1: any higher accuracy."""
+    def to_beat_significantly(self) -> Best:
+        """This epoch as the baseline a fine-tuned epoch must beat (see ``significantly_better``)."""
         assert self.correct is not None
-        return replace(self, baseline=self.correct, max_p=max_p)
+        return replace(self, baseline=self.correct)
 
     def val_misses(self) -> int:
         assert self.correct is not None
         return int((~self.correct).sum())
 
-    def can_be_beaten_significantly(self, max_p: float) -> bool:
-        """Whether any model could pass ``to_beat_significantly(max_p)``: at best it wins every
-        clip this one gets wrong and loses none."""
-        return self.val_misses() > 0 and sign_test_p(self.val_misses(), 0) <= max_p
+    def can_be_beaten_significantly(self) -> bool:
+        """Whether any model could: at best it wins every clip this one misses and loses none."""
+        return self.val_misses() > 0 and sign_test_p(self.val_misses(), 0) <= FINETUNE_MAX_P
+
+    def to_dict(self) -> dict[str, object]:
+        return {"epoch": self.epoch, "key": list(self.key), "state": self.state, "correct": self.correct,
+                "baseline": self.baseline}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Best:
+        return cls(int(data["epoch"]), tuple(float(k) for k in data["key"]), data["state"], data["correct"],
+                   data["baseline"])
 
 
-def significantly_better(correct: Tensor, baseline: Tensor, max_p: float) -> bool:
+def significantly_better(correct: Tensor, baseline: Tensor) -> bool:
     """``correct`` beats ``baseline`` (per-clip right/wrong on the same clips): more clips won
-    than lost, and a one-sided sign-test p-value of at most ``max_p``."""
+    than lost, with a one-sided sign-test p-value of at most ``FINETUNE_MAX_P``."""
     wins, losses = int((correct & ~baseline).sum()), int((~correct & baseline).sum())
-    return wins > losses and sign_test_p(wins, losses) <= max_p
+    return wins > losses and sign_test_p(wins, losses) <= FINETUNE_MAX_P
+
+
+@dataclass
+class Checkpoint:
+    """Everything a stage needs to resume after its last finished epoch."""
+
+    config: dict[str, object]
+    epochs: int
+    stage_epochs_done: int
+    model: dict[str, Tensor]
+    optimizer: dict[str, object]
+    scheduler: dict[str, object]
+    history: list[EpochRecord]
+    best: Best
+
+    def save(self, path: Path) -> None:
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        state.update(history=[asdict(r) for r in self.history], best=self.best.to_dict())
+        with atomic_write(path) as handle:
+            torch.save(state, handle)
+
+    @classmethod
+    def load(cls, path: Path) -> Checkpoint:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state["history"] = [EpochRecord(**r) for r in state["history"]]
+            state["best"] = Best.from_dict(state["best"])
+            return cls(**state)
+        except Exception as exc:  # damaged, or written by another vidclf version
+            raise DatasetError(f"{path}: not a checkpoint this vidclf can resume ({type(exc).__name__}); "
+                               "drop --resume to start afresh") from None
 
 
 @dataclass
@@ -187,13 +190,15 @@ class TrainResult:
     out: Path
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DatasetError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
+def checkpoint_path(out: Path, stage: str = "train") -> Path:
+    return out.with_name(out.name + (".ckpt" if stage == "train" else f".{stage}.ckpt"))
 
+
+def metrics_csv_path(out: Path) -> Path:
+    return out.with_name(out.name + ".metrics.csv")
+
+
+# --- planning the splits and preparing the inputs ------------------------------------------------
 
 def plan_splits(data: Path, val_split: float, seed: int) -> Splits:
     """Find clips and split them: the folder's own train/val(/test) or a stratified split."""
@@ -212,21 +217,20 @@ def plan_splits(data: Path, val_split: float, seed: int) -> Splits:
     return Splits(found["train"], found["val"], found.get("test", []), labels)
 
 
-def prepare_views(items: Sequence[LabelledVideo], spec: SamplingSpec, views: int, seed: int,
-                  workers: int, log: Log, desc: str) -> tuple[list[tuple[int, int, ClipInputs]], list[str]]:
+def decode_views(items: Sequence[LabelledVideo], spec: SamplingSpec, views: int, seed: int,
+                 workers: int, log: Log, desc: str) -> tuple[list[View], list[str]]:
     """Decode ``views`` samplings of every clip (cached). Returns (clip, view, inputs) triples
     and one line per clip that failed to decode — the rest still go through."""
     jobs = [(item.path, spec, view, seed) for item in items for view in range(views)]
     keys = [(i, v) for i in range(len(items)) for v in range(views)]
-    bar = functools.partial(tqdm, total=len(jobs), desc=desc, unit="view", disable=not sys.stderr.isatty(), leave=False)
     if workers > 1 and len(jobs) > 1:
         import multiprocessing
 
         # spawn, not fork: forking a process that has started torch threads can deadlock.
         with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
-            results = list(bar(pool.imap(view_job, jobs, chunksize=2)))
+            results = list(progress(pool.imap(view_job, jobs, chunksize=2), total=len(jobs), desc=desc, unit="view"))
     else:
-        results = list(bar(map(view_job, jobs)))
+        results = list(progress(map(view_job, jobs), total=len(jobs), desc=desc, unit="view"))
     out, failures, warned = [], {}, set()
     for (clip, view), (inputs, warnings, error) in zip(keys, results):
         if error is not None:
@@ -240,10 +244,97 @@ def prepare_views(items: Sequence[LabelledVideo], spec: SamplingSpec, views: int
     return [t for t in out if t[0] not in failures], [failures[c] for c in sorted(failures)]
 
 
-def _feature_cache_path(config: ModelConfig, spec: SamplingSpec, item: LabelledVideo, view: int, seed: int,
-                        mirrored: bool) -> Path:
-    base = view_cache_path(file_digest(item.path), spec, view, seed)
-    key = f"{base.stem}-{config.backbone}-{config.pooling}-{_backbone_sha(config)}" + ("-mirrored" if mirrored else "")
+@dataclass
+class Inputs:
+    """The decoded views of both splits, stacked on demand: as cached Lite0 features while the
+    backbone is frozen (or absent), as frames while it is fine-tuned."""
+
+    model: VideoClassifier
+    splits: Splits
+    options: TrainOptions
+    device: torch.device
+    log: Log
+    train_views: list[View]
+    val_views: list[View]
+    skipped: list[str]
+    _val: dict[bool, Tensors] = field(default_factory=dict)
+
+    def train(self) -> Tensors:
+        return self._stack(self.train_views, self.splits.train, self.options.hflip)
+
+    def val(self) -> Tensors:
+        if self.model.backbone_frozen not in self._val:
+            self._val[self.model.backbone_frozen] = self._stack(self.val_views, self.splits.val, False)
+        return self._val[self.model.backbone_frozen]
+
+    def _stack(self, views: Sequence[View], items: Sequence[LabelledVideo], mirrored: bool) -> Tensors:
+        index = {label: i for i, label in enumerate(self.splits.labels)}
+        tensors = Tensors(lengths=torch.tensor([e[2].length for e in views]),
+                          targets=torch.tensor([index[items[e[0]].label] for e in views]),
+                          motion=torch.from_numpy(np.stack([e[2].motion for e in views]).astype(np.float32)),
+                          clip_index=torch.tensor([e[0] for e in views]))
+        if self.model.backbone is None:
+            return tensors
+        if not self.model.backbone_frozen:
+            tensors.rgb = torch.from_numpy(np.stack([e[2].rgb for e in views]))
+            return tensors
+        tensors.appearance = self._features(views, items, mirrored=False)
+        if mirrored:
+            tensors.appearance_mirrored = self._features(views, items, mirrored=True)
+        return tensors
+
+    def _features(self, views: Sequence[View], items: Sequence[LabelledVideo], mirrored: bool) -> Tensor:
+        """Frozen Lite0 features (N, T, 1280) of every view (of its frames flipped left-right, if
+        ``mirrored``), read from the cache or computed and cached."""
+        paths = [_feature_cache_path(self.model.config, items[clip], view, self.options.seed, mirrored)
+                 for clip, view, _ in views]
+        features = [_load_features(path) for path in paths]
+        todo = [n for n, array in enumerate(features) if array is None]
+        if todo:
+            self.log(f"encoding {len(todo)} {'mirrored ' if mirrored else ''}clip views with the frozen lite0 "
+                     "backbone (cached for next time)")
+        self.model.eval()  # the features must be exactly what prediction computes, whatever the batch
+        bar = progress(total=len(todo), desc="features", unit="view")
+        for start in range(0, len(todo), 8):
+            chunk = todo[start : start + 8]
+            rgb = torch.from_numpy(np.stack([views[n][2].rgb for n in chunk])).to(self.device)
+            if mirrored:
+                rgb = rgb.flip(3)  # (B, T, H, W, 3): W
+            with torch.inference_mode():
+                encoded = self.model.appearance_features(rgb).float().cpu().numpy().astype(np.float16)
+            for n, array in zip(chunk, encoded):
+                save_npz(paths[n], {"features": array})
+                features[n] = array
+            bar.update(len(chunk))
+        bar.close()
+        return torch.from_numpy(np.stack(features).astype(np.float32))
+
+
+def prepare_inputs(model: VideoClassifier, splits: Splits, options: TrainOptions, device: torch.device,
+                   log: Log) -> Inputs:
+    """Decode the training clips' views and the validation clips (one uniform view each)."""
+    spec = model.config.sampling()
+    train_views, train_failed = decode_views(splits.train, spec, VIEWS, options.seed, options.workers, log,
+                                             "decoding train")
+    val_views, val_failed = decode_views(splits.val, spec, 1, options.seed, options.workers, log, "decoding val")
+    skipped = train_failed + val_failed
+    for line in skipped:
+        log(f"skipped: {line}")
+    left = Counter(splits.train[c].label for c, v, _ in train_views if v == 0)
+    empty = [label for label in splits.labels if left[label] == 0]
+    if empty:
+        raise DatasetError(f"no decodable training clips left for class(es) {', '.join(empty)} "
+                           f"({len(skipped)} clip(s) failed to decode)")
+    if not val_views:
+        raise DatasetError("no decodable validation clips left")
+    return Inputs(model, splits, options, device, log, train_views, val_views, skipped)
+
+
+def _feature_cache_path(config: ModelConfig, item: LabelledVideo, view: int, seed: int, mirrored: bool) -> Path:
+    from vidclf.lite0 import LITE0_WEIGHTS_SHA256
+
+    base = view_cache_path(file_digest(item.path), config.sampling(), view, seed)
+    key = f"{base.stem}-lite0-global-{LITE0_WEIGHTS_SHA256[:16]}" + ("-mirrored" if mirrored else "")
     return cache_dir() / "features" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
 
 
@@ -255,91 +346,27 @@ def _load_features(path: Path) -> np.ndarray | None:
         return None  # absent or damaged: recomputed
 
 
-def _backbone_sha(config: ModelConfig) -> str:
-    from vidclf.lite0 import LITE0_WEIGHTS_SHA256
+# --- augmentation -----------------------------------------------------------------------------
 
-    return LITE0_WEIGHTS_SHA256[:16] if config.backbone == "lite0" else "scratch"
-
-
-def stack_inputs(model: VideoClassifier, entries: Sequence[tuple[int, int, ClipInputs]],
-                 items: Sequence[LabelledVideo], labels: Sequence[str], spec: SamplingSpec,
-                 seed: int, device: torch.device, log: Log, mirrored: bool = False) -> Tensors:
-    """Stack views into tensors; a frozen backbone's features are computed once and cached
-    (with ``mirrored``, also those of the frames flipped left-right, for ``mirror_clips``)."""
-    config = model.config
-    index = {label: i for i, label in enumerate(labels)}
-    tensors = Tensors(
-        lengths=torch.tensor([e[2].length for e in entries]),
-        targets=torch.tensor([index[items[e[0]].label] for e in entries]),
-        clip_index=torch.tensor([e[0] for e in entries]),
-    )
-    if config.uses_motion:
-        tensors.motion = torch.from_numpy(np.stack([e[2].motion for e in entries]).astype(np.float32))
-    if config.backbone == "none":
-        return tensors
-    if not config.frozen:
-        tensors.rgb = torch.from_numpy(np.stack([e[2].rgb for e in entries]))
-        return tensors
-    tensors.appearance = _frozen_features(model, entries, items, spec, seed, device, log, mirrored=False)
-    if mirrored:
-        tensors.appearance_mirrored = _frozen_features(model, entries, items, spec, seed, device, log, mirrored=True)
-    return tensors
-
-
-def _frozen_features(model: VideoClassifier, entries: Sequence[tuple[int, int, ClipInputs]],
-                     items: Sequence[LabelledVideo], spec: SamplingSpec, seed: int, device: torch.device,
-                     log: Log, mirrored: bool) -> Tensor:
-    """The frozen backbone's features ``(N, T, D)`` of every view (of its frames flipped
-    left-right, if ``mirrored``), read from the cache or computed and cached."""
-    config = model.config
-    features: list[np.ndarray | None] = []
-    todo = []
-    for n, (clip, view, _) in enumerate(entries):
-        path = _feature_cache_path(config, spec, items[clip], view, seed, mirrored)
-        features.append(_load_features(path))
-        if features[-1] is None:
-            todo.append((n, path))
-    if todo:
-        log(f"encoding {len(todo)} {'mirrored ' if mirrored else ''}clip views with the frozen {config.backbone} "
-            "backbone (cached for next time)")
-    bar = tqdm(total=len(todo), desc="features", unit="view", disable=not sys.stderr.isatty(), leave=False)
-    model.eval()  # the features must be exactly what prediction computes, whatever the batch
-    for start in range(0, len(todo), 8):
-        chunk = todo[start : start + 8]
-        rgb = torch.from_numpy(np.stack([entries[n][2].rgb for n, _ in chunk])).to(device)
-        if mirrored:
-            rgb = rgb.flip(3)  # (B, T, H, W, 3): W
-        with torch.inference_mode():
-            encoded = model.appearance_features(rgb).float().cpu().numpy().astype(np.float16)
-        for (n, path), array in zip(chunk, encoded):
-            atomic_save_npz(path, {"features": array})
-            features[n] = array
-        bar.update(len(chunk))
-    bar.close()
-    return torch.from_numpy(np.stack(features).astype(np.float32))
-
-
-def mirror_clips(batch: Tensors, mirror: Tensor, motion_kinds: Sequence[str]) -> Tensors:
+def mirror_clips(batch: Tensors, mirror: Tensor) -> Tensors:
     """The batch with the clips where ``mirror`` is set flipped left-right, every stream alike:
-    the frames, the frozen features (those of the flipped frames) and the motion maps (flipped,
-    dx negated: the flow of the mirrored clip). Mirroring only the frames would pair a
-    mirrored scene with motion in the original direction."""
+    the frames, the frozen features (those of the flipped frames) and the flow maps (flipped,
+    dx negated: the flow of the mirrored clip)."""
     out = replace(batch)
     if batch.rgb is not None:
         out.rgb = torch.where(mirror[:, None, None, None, None], batch.rgb.flip(3), batch.rgb)
     if batch.appearance is not None:
-        assert batch.appearance_mirrored is not None, "stack_inputs(mirrored=True) computes the mirrored features"
+        assert batch.appearance_mirrored is not None, "the mirrored features are stacked with --hflip"
         out.appearance = torch.where(mirror[:, None, None], batch.appearance_mirrored, batch.appearance)
-    if batch.motion is not None:
-        signs = torch.tensor([sign for kind in motion_kinds for sign in mirror_signs(kind)], dtype=batch.motion.dtype)
-        flipped = batch.motion.flip(4) * signs[None, None, :, None, None]
-        out.motion = torch.where(mirror[:, None, None, None, None], flipped, batch.motion)
+    signs = torch.tensor(MIRROR_SIGNS * len(FLOWS), dtype=batch.motion.dtype)
+    flipped = batch.motion.flip(4) * signs[None, None, :, None, None]
+    out.motion = torch.where(mirror[:, None, None, None, None], flipped, batch.motion)
     return out
 
 
 def _random_resized_crop(rgb: Tensor, generator: torch.Generator) -> Tensor:
     """Same random crop (area 50–100%, aspect 3:4–4:3) on every frame of each clip."""
-    batch, steps, size = rgb.shape[0], rgb.shape[1], rgb.shape[2]
+    batch, size = rgb.shape[0], rgb.shape[2]
     out = torch.empty_like(rgb)
     for b in range(batch):
         area = float(torch.empty(1).uniform_(0.5, 1.0, generator=generator))
@@ -354,32 +381,30 @@ def _random_resized_crop(rgb: Tensor, generator: torch.Generator) -> Tensor:
     return out
 
 
-def _head_logits(model: VideoClassifier, batch: Tensors, device: torch.device) -> list[Tensor]:
+# --- the heads' scores and the late-fusion weights ---------------------------------------------
+
+def _batch_logits(model: VideoClassifier, batch: Tensors, device: torch.device) -> list[Tensor]:
     to = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-    return model.stream_logits(batch.lengths, rgb=to(batch.rgb), motion=to(batch.motion),
-                               appearance=to(batch.appearance))
+    return model.head_logits(batch.lengths, rgb=to(batch.rgb), motion=to(batch.motion),
+                             appearance=to(batch.appearance))
 
 
 def head_logits(model: VideoClassifier, data: Tensors, device: torch.device, batch_size: int = 64) -> list[Tensor]:
-    """Every head's logits for every row (eval mode): see ``VideoClassifier.stream_logits``."""
+    """Every head's logits for every row, in eval mode."""
     model.eval()
     parts = []
     with torch.inference_mode():
         for start in range(0, len(data.targets), batch_size):
-            parts.append(_head_logits(model, data.select(torch.arange(start, min(start + batch_size, len(data.targets)))), device))
+            rows = torch.arange(start, min(start + batch_size, len(data.targets)))
+            parts.append(_batch_logits(model, data.select(rows), device))
     return [torch.cat(head) for head in zip(*parts)]
 
 
-def fused_scores(model: VideoClassifier, heads: list[Tensor], targets: Tensor) -> tuple[float, Tensor]:
+def fused_scores(heads: list[Tensor], weights: Tensor, targets: Tensor) -> tuple[float, Tensor]:
     """Mean cross-entropy and the class probabilities of every row, from the heads' logits."""
-    logits = model.fuse(heads)
+    logits = fuse(heads, weights)
     loss = nn.functional.cross_entropy(logits, targets.to(logits.device)).item()
     return loss, torch.softmax(logits.float(), dim=1).cpu()
-
-
-def evaluate(model: VideoClassifier, data: Tensors, device: torch.device) -> tuple[float, Tensor]:
-    """Mean cross-entropy and the class probabilities of every row."""
-    return fused_scores(model, head_logits(model, data, device), data.targets)
 
 
 def weight_grid(streams: int, steps: int = 4) -> list[tuple[float, ...]]:
@@ -405,199 +430,211 @@ def head_weights(heads: list[tuple[str, str]], stream_share: dict[str, float], o
     return tuple(weights)
 
 
-def choose_stream_weights(model: VideoClassifier, heads: list[Tensor], targets: Tensor) -> tuple[float, ...]:
-    """Late fusion: weigh the streams by validation accuracy (then loss), given their heads'
-    validation logits. A stream may carry no signal for a task (motion for object classes,
-    appearance for direction classes), or one flow may suit the footage better than another;
-    this lets the others decide.
+def choose_stream_weights(heads: list[tuple[str, str]], logits: list[Tensor], targets: Tensor) -> tuple[float, ...]:
+    """Weigh the streams by validation accuracy (then loss), given their heads' validation
+    logits: a stream that carries nothing for a task is turned down.
 
-    A stream with an LSTM and a mean head ("lstm+mean") splits its weight evenly between them
-    unless the LSTM heads alone, or the mean heads alone, are strictly more accurate on
-    validation. At equal accuracy the loss would pick the more confident LSTM heads, which
-    generalise worse where order does not matter (suite, round 7)."""
-    targets = targets.to(heads[0].device)
-    config_heads = model.config.heads
-    streams = list(dict.fromkeys(name for name, _ in config_heads))
-    splits_heads = len(config_heads) > len(streams)
+    A stream with an LSTM and a mean head splits its weight evenly between them unless the LSTM
+    heads alone, or the mean heads alone, are strictly more accurate: at equal accuracy the loss
+    would pick the more confident LSTM heads, which generalise worse where order does not matter."""
+    targets = targets.to(logits[0].device)
+    streams = list(dict.fromkeys(name for name, _ in heads))
 
     def best_weights(only: str | None) -> tuple[tuple[float, float], tuple[float, ...]]:
-        best: tuple[tuple[float, float], tuple[float, ...]] | None = None
+        scored = []
         for split in weight_grid(len(streams)):
-            weights = head_weights(config_heads, dict(zip(streams, split)), only)
-            model.set_stream_weights(weights)
-            fused = model.fuse(heads)
-            key = ((fused.argmax(1) == targets).float().mean().item(),
-                   -nn.functional.cross_entropy(fused, targets).item())
-            if best is None or key > best[0]:
-                best = (key, weights)
-        assert best is not None
-        return best
+            weights = head_weights(heads, dict(zip(streams, split)), only)
+            fused = fuse(logits, weights)
+            scored.append((((fused.argmax(1) == targets).float().mean().item(),
+                            -nn.functional.cross_entropy(fused, targets).item()), weights))
+        return max(scored, key=lambda s: s[0])  # max keeps the first of equals: nearest to equal
 
     chosen = best_weights(None)
-    for only in ("lstm", "mean") if splits_heads else ():
+    for only in ("lstm", "mean") if len(heads) > len(streams) else ():
         candidate = best_weights(only)
         if candidate[0][0] > chosen[0][0]:  # accuracy alone: see the docstring
             chosen = candidate
-    model.set_stream_weights(chosen[1])
     return chosen[1]
 
 
-def checkpoint_path(out: Path, stage: str = "train") -> Path:
-    return out.with_name(out.name + (".ckpt" if stage == "train" else f".{stage}.ckpt"))
-
-
-def _save_checkpoint(path: Path, state: dict[str, object]) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, temp)
-    os.replace(temp, path)  # atomic: a kill -9 leaves the previous epoch's checkpoint intact
-
-
-def _epoch_batches(rows: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
-    order = torch.randperm(rows, generator=generator)
-    return [order[i : i + batch_size] for i in range(0, rows, batch_size)]
-
-
-def _pick_views(train: Tensors, generator: torch.Generator) -> Tensor:
-    """One random cached view of each training clip for this epoch."""
-    rows = []
-    for clip in train.clip_index.unique().tolist():
-        candidates = (train.clip_index == clip).nonzero().flatten()
-        rows.append(candidates[torch.randint(len(candidates), (1,), generator=generator)])
-    return torch.cat(rows)
-
+# --- the epoch loop -----------------------------------------------------------------------------
 
 def make_optimizer(model: VideoClassifier, options: TrainOptions) -> torch.optim.AdamW:
-    """AdamW over the trainable weights; a pretrained backbone being fine-tuned learns at
-    ``lr × backbone_lr_scale`` (a backbone trained from scratch learns at ``lr`` like the rest)."""
-    pretrained = {id(p) for p in model.backbone.parameters()} if model.config.backbone == "lite0" else set()
+    """AdamW over the trainable weights; Lite0, when fine-tuned, at ``lr × BACKBONE_LR_SCALE``."""
+    pretrained = {id(p) for p in model.backbone.parameters()} if model.backbone is not None else set()
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) not in pretrained], "lr": options.lr},
-              {"params": [p for p in params if id(p) in pretrained], "lr": options.lr * options.backbone_lr_scale}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=options.weight_decay)
+              {"params": [p for p in params if id(p) in pretrained], "lr": options.lr * BACKBONE_LR_SCALE}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=WEIGHT_DECAY)
 
 
-def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOptions, labels: Sequence[str],
-        device: torch.device, log: Log, stage: Stage, history: Sequence[EpochRecord] = (),
-        best: Best | None = None) -> tuple[Best, list[EpochRecord]]:
-    """One stage of training: AdamW + cosine decay over ``stage.epochs``, early stopping, a
-    checkpoint after every epoch. ``history`` and ``best`` carry over from an earlier stage
-    (epochs are numbered on from it), so the best epoch is the best of all stages.
-
-    Each epoch's randomness comes from (seed, epoch), so a resumed run continues exactly as
-    the uninterrupted one would have.
-    """
+def _train_epoch(model: VideoClassifier, train: Tensors, options: TrainOptions, epoch: int, weight: Tensor | None,
+                 optimizer: torch.optim.Optimizer, device: torch.device) -> tuple[float, float]:
+    """One pass over one random view of every training clip; returns (mean loss, accuracy).
+    Its randomness comes from (seed, epoch): a resumed run continues as the uninterrupted one."""
+    generator = torch.Generator().manual_seed(options.seed * 100_003 + epoch)
+    torch.manual_seed(options.seed * 100_003 + epoch)  # dropout
+    model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    rows = torch.cat([candidates[torch.randint(len(candidates), (1,), generator=generator)]
+                      for clip in train.clip_index.unique().tolist()
+                      for candidates in [(train.clip_index == clip).nonzero().flatten()]])
+    order = torch.randperm(len(rows), generator=generator)
+    total_loss = correct = seen = 0.0
+    batches = progress([order[i : i + options.batch_size] for i in range(0, len(rows), options.batch_size)],
+                       desc=f"epoch {epoch}", unit="batch")
+    for batch_rows in batches:
+        batch = train.select(rows[batch_rows])
+        if options.hflip:
+            batch = mirror_clips(batch, torch.rand(len(batch_rows), generator=generator) < 0.5)
+        if batch.rgb is not None:
+            batch.rgb = _random_resized_crop(batch.rgb, generator)
+        heads = _batch_logits(model, batch, device)
+        targets = batch.targets.to(device)
+        loss = sum(nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.05)
+                   for logits in heads)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        total_loss += loss.item() * len(batch_rows)
+        correct += (fuse([h.detach() for h in heads], model.stream_weights).argmax(1) == targets).sum().item()
+        seen += len(batch_rows)
+        batches.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
+    return total_loss / seen, correct / seen
+
+
+def _validate(model: VideoClassifier, val: Tensors, device: torch.device) -> tuple[float, float, Tensor]:
+    """Choose the fusion weights on validation, set them; returns (loss, accuracy, right clips)."""
+    logits = head_logits(model, val, device)
+    model.stream_weights.copy_(torch.tensor(choose_stream_weights(model.config.heads, logits, val.targets)))
+    loss, probabilities = fused_scores(logits, model.stream_weights, val.targets)
+    correct = probabilities.argmax(1) == val.targets
+    return loss, float(correct.float().mean()), correct
+
+
+def _resume(stage: Stage, model: VideoClassifier, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler, log: Log) -> Checkpoint:
+    checkpoint = Checkpoint.load(stage.checkpoint)
+    if checkpoint.config != model.config.to_dict() or checkpoint.epochs != stage.epochs:
+        raise DatasetError(f"{stage.checkpoint}: was made with other settings (model options, labels or "
+                           "--epochs); rerun with the same options, or drop --resume")
+    model.load_state_dict(checkpoint.model)
+    optimizer.load_state_dict(checkpoint.optimizer)
+    scheduler.load_state_dict(checkpoint.scheduler)
+    log(f"resuming from {stage.checkpoint} after epoch {len(checkpoint.history)}")
+    return checkpoint
+
+
+def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOptions, device: torch.device,
+        log: Log, stage: Stage, history: Sequence[EpochRecord] = (), best: Best | None = None
+        ) -> tuple[Best, list[EpochRecord]]:
+    """One stage: AdamW + cosine decay over ``stage.epochs``, early stopping, a checkpoint after
+    every epoch. ``history`` and ``best`` carry over from an earlier stage (epochs are numbered
+    on from it), so the best epoch is the best of all stages."""
     optimizer = make_optimizer(model, options)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=stage.epochs)
-    counts = torch.bincount(train.targets, minlength=len(labels)).float()
-    weight = (counts.sum() / (len(labels) * counts.clamp(min=1))).to(device) if options.class_weights else None
+    counts = torch.bincount(train.targets, minlength=len(model.config.labels)).float()
+    weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device) if options.class_weights else None
     history, best, done = list(history), best or Best(), 0
     if options.resume and stage.checkpoint.is_file():
-        state = torch.load(stage.checkpoint, map_location="cpu", weights_only=True)
-        if state["config"] != model.config.to_dict() or state["epochs"] != stage.epochs:
-            raise DatasetError(f"{stage.checkpoint}: was made with other settings (model options, labels or "
-                               "--epochs); rerun with the same options, or drop --resume")
-        if "best_correct" not in state:
-            raise DatasetError(f"{stage.checkpoint}: was made by an older vidclf; drop --resume to start afresh")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = [EpochRecord(**record) for record in state["history"]]
-        best = Best(int(state["best_epoch"]), (float(state["best_key"][0]), float(state["best_key"][1])),
-                    state["best_state"], state["best_correct"], state["best_baseline"], float(state["best_max_p"]))
-        done = int(state["stage_epochs_done"])
-        log(f"resuming from {stage.checkpoint} after epoch {len(history)}")
+        checkpoint = _resume(stage, model, optimizer, scheduler, log)
+        history, best, done = checkpoint.history, checkpoint.best, checkpoint.stage_epochs_done
     before = len(history) - done  # epochs of earlier stages
     prefix = "" if stage.name == "train" else f"{stage.name} "
-    steps = tqdm(range(done + 1, stage.epochs + 1), desc=stage.name, unit="epoch",
-                 disable=not sys.stderr.isatty(), initial=done, total=stage.epochs)
-    for step in steps:
+    for step in progress(range(done + 1, stage.epochs + 1), desc=stage.name, unit="epoch", initial=done,
+                         total=stage.epochs):
         epoch = before + step
         if best.epoch > 0 and epoch - max(best.epoch, before) > stage.patience:
             log(f"{prefix}early stop: no val improvement for {stage.patience} epochs")
             break
         started = time.perf_counter()
-        train_loss, train_acc = _train_epoch(model, train, options, epoch, weight, optimizer, params, device)
+        train_loss, train_acc = _train_epoch(model, train, options, epoch, weight, optimizer, device)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        heads = head_logits(model, val, device)
-        if model.mixes_heads:
-            choose_stream_weights(model, heads, val.targets)
-        val_loss, val_prob = fused_scores(model, heads, val.targets)
-        correct = val_prob.argmax(1) == val.targets
-        val_acc = float(correct.float().mean())
-        record = EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr,
-                             time.perf_counter() - started, stage.name)
-        history.append(record)
+        val_loss, val_acc, correct = _validate(model, val, device)
+        history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr,
+                                   time.perf_counter() - started, stage.name))
         if best.beaten_by(val_acc, val_loss, correct):
-            best = best.replaced_by(epoch, val_acc, val_loss,
-                                    {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, correct)
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best = best.replaced_by(epoch, val_acc, val_loss, state, correct)
         log(f"{prefix}epoch {step}/{stage.epochs}  train loss {train_loss:.3f} acc {train_acc:.3f}  "
-            f"val loss {val_loss:.3f} acc {val_acc:.3f}  {record.seconds:.1f}s"
+            f"val loss {val_loss:.3f} acc {val_acc:.3f}  {history[-1].seconds:.1f}s"
             + ("  *best" if best.epoch == epoch else ""))
-        _write_metrics_csv(options.out, history)
-        _save_checkpoint(stage.checkpoint, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "history": [asdict(r) for r in history], "best_epoch": best.epoch, "best_key": list(best.key),
-            "best_state": best.state, "best_correct": best.correct, "best_baseline": best.baseline,
-            "best_max_p": best.max_p, "config": model.config.to_dict(), "epochs": stage.epochs,
-            "stage_epochs_done": step})
+        write_metrics_csv(metrics_csv_path(options.out), history)
+        Checkpoint(model.config.to_dict(), stage.epochs, step, model.state_dict(), optimizer.state_dict(),
+                   scheduler.state_dict(), history, best).save(stage.checkpoint)
     assert best.state is not None, "no epoch ran"
     return best, history
 
 
-def _train_epoch(model: VideoClassifier, train: Tensors, options: TrainOptions, epoch: int, weight: Tensor | None,
-                 optimizer: torch.optim.Optimizer, params: list[Tensor], device: torch.device) -> tuple[float, float]:
-    """One pass over one random view of every training clip; returns (mean loss, accuracy)."""
-    generator = torch.Generator().manual_seed(options.seed * 100_003 + epoch)
-    torch.manual_seed(options.seed * 100_003 + epoch)  # dropout
-    model.train()
-    epoch_rows = _pick_views(train, generator)
-    total_loss = correct = seen = 0.0
-    batches = _epoch_batches(len(epoch_rows), options.batch_size, generator)
-    batch_bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not sys.stderr.isatty())
-    for rows in batch_bar:
-        batch = train.select(epoch_rows[rows])
-        if options.hflip:
-            batch = mirror_clips(batch, torch.rand(len(rows), generator=generator) < 0.5, model.config.motion_kinds)
-        if batch.rgb is not None:
-            batch.rgb = _random_resized_crop(batch.rgb, generator)
-        heads = _head_logits(model, batch, device)
-        targets = batch.targets.to(device)
-        loss = sum(nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.05)
-                   for logits in heads)
-        logits = model.fuse([h.detach() for h in heads])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 5.0)
-        optimizer.step()
-        total_loss += loss.item() * len(rows)
-        correct += (logits.argmax(1) == targets).sum().item()
-        seen += len(rows)
-        batch_bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
-    return total_loss / seen, correct / seen
-
-
-def metrics_csv_path(out: Path) -> Path:
-    return out.with_name(out.name + ".metrics.csv")
-
-
-def _write_metrics_csv(out: Path, history: Sequence[EpochRecord]) -> None:
-    path = metrics_csv_path(out)
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("w", newline="") as handle:
+def write_metrics_csv(path: Path, history: Sequence[EpochRecord]) -> None:
+    with atomic_write(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(history[0])))
         writer.writeheader()
         writer.writerows(asdict(r) for r in history)
-    os.replace(temp, path)
 
 
-def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) -> TrainResult:
-    """The whole ``vidclf train`` job; ``config_overrides`` are ModelConfig fields."""
+# --- the stages ---------------------------------------------------------------------------------
+
+def frozen_stage(inputs: Inputs) -> tuple[Best, list[EpochRecord]]:
+    """Epochs with Lite0 frozen (its features cached), or the motion-only network."""
+    options = inputs.options
+    stage = Stage("train", options.epochs, checkpoint_path(options.out), options.patience)
+    return fit(inputs.model, inputs.train(), inputs.val(), options, inputs.device, inputs.log, stage)
+
+
+def finetune_stage(inputs: Inputs, best: Best, history: list[EpochRecord], resuming: bool
+                   ) -> tuple[Best, list[EpochRecord]]:
+    """Fine-tune Lite0 from the best frozen epoch; a fine-tuned epoch is kept only if it beats
+    the frozen model significantly on validation."""
+    model, options, log = inputs.model, inputs.options, inputs.log
+    if not resuming and not best.can_be_beaten_significantly():
+        log(f"fine-tuning skipped: the frozen-backbone model misses {best.val_misses()} of {len(best.correct)} "
+            f"validation clips, too few for a fine-tuned one to beat it significantly (p ≤ {FINETUNE_MAX_P:g})")
+        return best, history
+    if best.state is not None:
+        model.load_state_dict(best.state)
+    model.freeze_backbone(False)
+    log(f"fine-tuning the lite0 backbone (all but its stem and first {Lite0Features.fixed_blocks} blocks) "
+        f"for {options.finetune_epochs} epochs")
+    stage = Stage("finetune", options.finetune_epochs, checkpoint_path(options.out, "finetune"), options.finetune_epochs)
+    to_beat = None if resuming else best.to_beat_significantly()  # else: in the checkpoint
+    best, history = fit(model, inputs.train(), inputs.val(), options, inputs.device, log, stage, history, to_beat)
+    if history[best.epoch - 1].stage != "finetune":
+        model.freeze_backbone(True)  # its weights are the pretrained ones: keep the file small
+        log("fine-tuning did not beat the frozen-backbone model significantly on validation: "
+            "keeping the frozen-backbone model")
+    return best, history
+
+
+def summarise(inputs: Inputs, best: Best, history: list[EpochRecord]) -> tuple[EvalReport, dict[str, object]]:
+    """The best model's validation report and the training summary stored in the model file."""
+    model, splits, options = inputs.model, inputs.splits, inputs.options
+    val = inputs.val()
+    _, probabilities = fused_scores(head_logits(model, val, inputs.device), model.stream_weights, val.targets)
+    report = evaluate_scores(splits.labels, [str(splits.val[c].path) for c, _, _ in inputs.val_views],
+                             [splits.labels[t] for t in val.targets.tolist()], probabilities.numpy())
+    record = history[best.epoch - 1]
+    weights = dict(zip(model.config.head_names, model.stream_weights.tolist()))
+    inputs.log("late fusion: head weights " + ", ".join(f"{name} {w:g}" for name, w in weights.items())
+               + " (chosen on validation)")
+    summary = {
+        "data": str(options.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": options.seed, "counts": splits.counts(), "skipped": inputs.skipped, "best_epoch": best.epoch,
+        "best_stage": record.stage, "epochs_run": len(history), "best_val_acc": record.val_acc,
+        "best_val_loss": record.val_loss, "val_mean_class_accuracy": report.mean_class_accuracy,
+        "val_per_class_recall": {label: m.recall for label, m in report.per_class.items()},
+        "options": {k: str(getattr(v, "value", v)) for k, v in asdict(options).items()},
+        "stream_weights": weights,
+    }
+    return report, summary
+
+
+def train(options: TrainOptions, log: Log) -> TrainResult:
+    """The whole ``vidclf train`` job."""
     if options.out.exists() and not options.force:
         raise ModelFileError(f"{options.out}: already exists; pass --force to overwrite it")
-    if options.finetune_epochs and config_overrides.get("backbone", "lite0") != "lite0":
-        raise DatasetError("--finetune-epochs needs --backbone lite0: only a pretrained backbone is fine-tuned")
     if options.resume and not checkpoint_path(options.out).is_file():
         log(f"note: no checkpoint at {checkpoint_path(options.out)}; starting from scratch")
     torch.manual_seed(options.seed)
@@ -605,78 +642,15 @@ def train(options: TrainOptions, config_overrides: dict[str, object], log: Log) 
     splits = plan_splits(options.data, options.val_split, options.seed)
     for name, counts in splits.counts().items():
         log(f"{name}: {sum(counts.values())} clips  " + "  ".join(f"{k}={v}" for k, v in counts.items()))
-    config = ModelConfig(labels=splits.labels, **config_overrides)  # type: ignore[arg-type]
-    spec = config.sampling()
-    model = VideoClassifier(config).to(device)
-    train_views, train_failed = prepare_views(splits.train, spec, options.views, options.seed,
-                                              options.workers, log, "decoding train")
-    val_views, val_failed = prepare_views(splits.val, spec, 1, options.seed, options.workers, log, "decoding val")
-    skipped = train_failed + val_failed
-    for line in skipped:
-        log(f"skipped: {line}")
-    _check_still_trainable(train_views, val_views, splits, skipped)
-    stack = lambda views, items, mirrored=False: stack_inputs(  # noqa: E731
-        model, views, items, splits.labels, spec, options.seed, device, log, mirrored)
-    val_by_form: dict[bool, Tensors] = {}  # features for a frozen backbone, frames otherwise: stacked once each
-
-    def val_tensors() -> Tensors:
-        if model.config.frozen not in val_by_form:
-            val_by_form[model.config.frozen] = stack(val_views, splits.val)
-        return val_by_form[model.config.frozen]
-
-    best, history = Best(), []
-    finetune = Stage("finetune", options.finetune_epochs, checkpoint_path(options.out, "finetune"),
-                     options.finetune_patience or options.finetune_epochs)
-    resuming_finetune = options.resume and finetune.epochs > 0 and finetune.checkpoint.is_file()
-    if not resuming_finetune:
-        best, history = fit(model, stack(train_views, splits.train, options.hflip), val_tensors(), options,
-                            splits.labels, device, log, Stage("train", options.epochs, checkpoint_path(options.out), options.patience))
-    if finetune.epochs and not resuming_finetune and not best.can_be_beaten_significantly(options.finetune_p):
-        log(f"fine-tuning skipped: the frozen-backbone model misses {best.val_misses()} of {len(best.correct)} "
-            f"validation clips, too few for a fine-tuned one to beat it significantly (--finetune-p {options.finetune_p:g})")
-    elif finetune.epochs:
-        if best.state is not None:
-            model.load_state_dict(best.state)  # fine-tune from the best frozen-backbone epoch
-        model.set_backbone_frozen(False)
-        log(f"fine-tuning the {config.backbone} backbone (all but its stem and first {Lite0Features.fixed_blocks} blocks) "
-            f"for {finetune.epochs} epochs")
-        to_beat = None if resuming_finetune else best.to_beat_significantly(options.finetune_p)  # else: in the checkpoint
-        best, history = fit(model, stack(train_views, splits.train, options.hflip), val_tensors(), options,
-                            splits.labels, device, log, finetune, history, to_beat)
-        if history[best.epoch - 1].stage != "finetune":
-            model.set_backbone_frozen(True)  # its weights are the pretrained ones: keep the file small
-            log("fine-tuning did not beat the frozen-backbone model significantly on validation "
-                f"(--finetune-p {options.finetune_p:g}): keeping the frozen-backbone model")
+    model = VideoClassifier(options.model_config(splits.labels)).to(device)
+    inputs = prepare_inputs(model, splits, options, device, log)
+    resuming_finetune = options.resume and options.finetune_epochs > 0 and checkpoint_path(options.out, "finetune").is_file()
+    best, history = (Best(), []) if resuming_finetune else frozen_stage(inputs)
+    if options.finetune_epochs:
+        best, history = finetune_stage(inputs, best, history, resuming_finetune)
     model.load_state_dict(best.state)
-    val = val_tensors()
-    _, val_prob = evaluate(model, val, device)
-    report = evaluate_scores(splits.labels, [str(splits.val[c].path) for c, _, _ in val_views],
-                             [splits.labels[t] for t in val.targets.tolist()], val_prob.numpy())
-    best_record = history[best.epoch - 1]
-    summary = {
-        "data": str(options.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seed": options.seed, "counts": splits.counts(), "skipped": skipped, "best_epoch": best.epoch,
-        "best_stage": best_record.stage, "epochs_run": len(history), "best_val_acc": best_record.val_acc,
-        "best_val_loss": best_record.val_loss,
-        "val_mean_class_accuracy": report.mean_class_accuracy,
-        "val_per_class_recall": {label: m.recall for label, m in report.per_class.items()},
-        "options": {k: str(v) for k, v in asdict(options).items()},
-    }
-    if model.mixes_heads:
-        summary["stream_weights"] = dict(zip(config.head_names, model.stream_weights.tolist()))
-        log("late fusion: head weights " + ", ".join(f"{name} {w:g}" for name, w in summary["stream_weights"].items())
-            + " (chosen on validation)")
+    report, summary = summarise(inputs, best, history)
     save_model(model, options.out, summary, force=options.force)
-    checkpoint_path(options.out).unlink(missing_ok=True)
-    finetune.checkpoint.unlink(missing_ok=True)
-    return TrainResult(best.epoch, best_record.val_acc, report, history, skipped, options.out)
-
-
-def _check_still_trainable(train_views: list, val_views: list, splits: Splits, skipped: list[str]) -> None:
-    left = Counter(splits.train[c].label for c, v, _ in train_views if v == 0)
-    empty = [label for label in splits.labels if left[label] == 0]
-    if empty:
-        raise DatasetError(f"no decodable training clips left for class(es) {', '.join(empty)} "
-                           f"({len(skipped)} clip(s) failed to decode)")
-    if not val_views:
-        raise DatasetError("no decodable validation clips left")
+    for stage in ("train", "finetune"):
+        checkpoint_path(options.out, stage).unlink(missing_ok=True)
+    return TrainResult(best.epoch, history[best.epoch - 1].val_acc, report, history, inputs.skipped, options.out)
