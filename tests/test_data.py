@@ -149,3 +149,86 @@ def test_the_two_flows_stack_as_two_channel_pairs() -> None:
     assert np.array_equal(both[:, 2:], dis)
     assert not np.allclose(farneback, dis)  # two methods, two different estimates
     assert np.array_equal(clip_motion(frames, 8, flows=("dis", "farneback")), np.concatenate([dis, farneback], 1))
+
+
+# --- groups and manifests ------------------------------------------------------------------------
+
+PEOPLE_LAYOUT = [f"{action}/{person}_{action}.avi" for action in ("bend", "jump", "wave")
+                 for person in ("daria", "denis", "eli", "ido", "lena")]
+
+
+def test_group_regex_gives_each_clip_its_group_and_the_split_keeps_groups_apart(tmp_path: Path) -> None:
+    touch_videos(tmp_path, PEOPLE_LAYOUT)
+    items = discover(tmp_path, group="^([a-z]+)_")["all"]
+    assert {item.group for item in items} == {"daria", "denis", "eli", "ido", "lena"}
+    assert next(i for i in items if i.path.name == "eli_jump.avi").group == "eli"
+    train, val = stratified_split(items, 0.2, seed=0)
+    assert {i.group for i in train}.isdisjoint({i.group for i in val})
+    assert {i.label for i in train} == {i.label for i in val} == {"bend", "jump", "wave"}
+    assert len({i.group for i in val}) == 1 and stratified_split(items, 0.2, seed=0) == (train, val)
+
+
+def test_no_group_is_ever_on_both_sides_of_a_split() -> None:
+    """A property over random layouts: groups of random sizes and labels, random fractions and seeds."""
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        labels = [f"c{k}" for k in range(int(rng.integers(2, 5)))]
+        items = [LabelledVideo(Path(f"g{g}_{n}.mp4"), str(rng.choice(labels)), f"g{g}")
+                 for g in range(int(rng.integers(2, 9))) for n in range(int(rng.integers(1, 6)))]
+        try:
+            train, val = stratified_split(items, float(rng.uniform(0.1, 0.5)), seed=case)
+        except DatasetError as exc:  # some layouts cannot put every class on both sides
+            assert "cannot split" in str(exc)
+            continue
+        assert {i.group for i in train}.isdisjoint({i.group for i in val}), case
+        assert sorted(map(str, train + val), key=str) == sorted(map(str, items), key=str)
+        assert {i.label for i in train} == {i.label for i in val} == {i.label for i in items}, case
+
+
+@pytest.mark.parametrize("pattern,message", [
+    ("^([a-z]+", "not a valid regular expression"),
+    ("^[a-z]+_", "needs a capture group"),
+    ("^(x+)_", "daria_bend.avi: --group '\\^\\(x\\+\\)_' finds no group in this file name"),
+])
+def test_bad_group_patterns_are_clear_errors(tmp_path: Path, pattern: str, message: str) -> None:
+    touch_videos(tmp_path, PEOPLE_LAYOUT)
+    with pytest.raises(DatasetError, match=message):
+        discover(tmp_path, group=pattern)
+
+
+def write_manifest(tmp_path: Path, text: str) -> Path:
+    touch_videos(tmp_path, PEOPLE_LAYOUT)
+    path = tmp_path / "clips.csv"
+    path.write_text(text)
+    return path
+
+
+def test_a_manifest_is_a_dataset_with_groups_and_splits(tmp_path: Path) -> None:
+    rows = "".join(f"{name},{name.split('/')[0]},{name.split('/')[1].split('_')[0]}\n" for name in PEOPLE_LAYOUT)
+    found = discover(write_manifest(tmp_path, "path,label,group\n" + rows))
+    assert list(found) == ["all"] and len(found["all"]) == 15
+    assert found["all"][0] == LabelledVideo(tmp_path / "bend/daria_bend.avi", "bend", "daria")
+    split = discover(write_manifest(tmp_path, "path,label,split\nbend/eli_bend.avi,bend,train\n"
+                                              "jump/eli_jump.avi,jump,train\nbend/ido_bend.avi,bend,val\n"
+                                              "jump/ido_jump.avi,jump,test\n"))
+    assert {name: [i.path.name for i in items] for name, items in split.items()} == {
+        "train": ["eli_bend.avi", "eli_jump.avi"], "val": ["ido_bend.avi"], "test": ["ido_jump.avi"]}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("file,class\nbend/eli_bend.avi,bend\n", "needs a header line path,label"),
+    ("path,label\nbend/nobody_bend.avi,bend\n", "clips.csv:2: .*nobody_bend.avi: no such video file"),
+    ("path,label\nbend/eli_bend.avi,\n", "clips.csv:2: needs a label"),
+    ("path,label,split\nbend/eli_bend.avi,bend,train\nbend/ido_bend.avi,bend,holdout\n", "clips.csv:3: .*split 'holdout'"),
+])
+def test_bad_manifests_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(DatasetError, match=message):
+        discover(write_manifest(tmp_path, text))
+
+
+def test_data_that_is_neither_a_folder_nor_a_manifest_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no such folder or manifest"):
+        discover(tmp_path / "missing.csv")
+    (tmp_path / "clips.txt").write_text("x")
+    with pytest.raises(DatasetError, match="not a folder or a .csv manifest"):
+        discover(tmp_path / "clips.txt")

@@ -222,3 +222,24 @@ def test_sign_test_p_is_the_binomial_tail_of_the_disagreements() -> None:
     assert sign_test_p(6, 1) == pytest.approx(8 / 128)  # 6 or 7 of 7 go the challenger's way
     assert sign_test_p(0, 3) == 1.0 and sign_test_p(0, 0) == 1.0
     assert sign_test_p(26, 0) < 1e-7
+
+
+def test_wilson_interval_is_honest_at_small_counts() -> None:
+    from vidclf.metrics import wilson_interval
+
+    assert wilson_interval(3, 3) == pytest.approx((0.4385, 1.0), abs=1e-4)  # 3 of 3 says little
+    assert wilson_interval(0, 3) == pytest.approx((0.0, 0.5615), abs=1e-4)
+    assert wilson_interval(20, 24) == pytest.approx((0.6415, 0.9332), abs=1e-4)
+    low, high = wilson_interval(300, 400)
+    assert low < 0.75 < high and high - low < 0.09  # narrows with more clips
+
+
+def test_reports_give_the_count_and_interval_behind_top1() -> None:
+    report = evaluate_scores(["a", "b"], ["v1", "v2", "v3"], ["a", "b", "a"],
+                             np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
+    assert report.top1_line() == "3/3 = 1.00 [0.44, 1.00]"
+    data = report.to_dict()
+    assert data["top1_correct"] == 3 and data["top1_ci95"] == [0.4385, 1.0]
+    console = Console(file=io.StringIO(), width=120)
+    console.print(eval_summary_table(report))
+    assert "3/3 = 1.00 [0.44, 1.00]" in console.file.getvalue()

@@ -497,3 +497,28 @@ def test_removed_train_options_are_usage_errors(option: str, tmp_path: Path) -> 
     assert result.returncode == 2, result.stderr
     assert f"No such option: {option}" in result.stderr
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_train_from_a_manifest_keeps_groups_apart_and_says_so(tmp_path: Path) -> None:
+    """Groups from a manifest: the counts and groups of each side are printed, the report does
+    not warn of shared people; without groups it does. A bad --group is one clear line, exit 3."""
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    written = make_samples(tmp_path / "data", clips_per_class=4, seed=5, classes=("grow", "shrink"))
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("path,label,group\n" + "".join(
+        f"{path.relative_to(tmp_path)},{path.parent.name},person{n % 4}\n" for n, path in enumerate(sorted(written))))
+    common = ("--preset", "motion", "--epochs", "1", "--frames", "4", "--workers", "0")
+    grouped = run_cli("train", str(manifest), "--out", str(tmp_path / "g.vidclf"), *common, env=env)
+    assert grouped.returncode == 0, grouped.stderr
+    assert "train: 6 clips (3 groups)" in grouped.stderr and "val: 2 clips (1 groups)" in grouped.stderr
+    assert "may share people" not in grouped.stdout + grouped.stderr
+    assert "top-1 correct [95% CI]" in grouped.stdout
+    meta = json.loads(run_cli("info", str(tmp_path / "g.vidclf"), "--json", env=env).stdout)
+    assert meta["training"]["groups"] == {"train": 3, "val": 1} and "[" in meta["training"]["val_top1"]
+    plain = run_cli("train", str(tmp_path / "data"), "--out", str(tmp_path / "p.vidclf"), *common, env=env)
+    assert plain.returncode == 0 and "may share people or scenes with training" in plain.stdout
+    assert "validation may share people or scenes" in plain.stderr
+    bad = run_cli("train", str(tmp_path / "data"), "--group", "([a-z", "--out", str(tmp_path / "b.vidclf"), env=env)
+    assert bad.returncode == 3 and bad.stderr.count("\n") == 1 and "not a valid regular expression" in bad.stderr
+    missing = run_cli("train", str(tmp_path / "nothing.csv"), env=env)
+    assert missing.returncode == 3 and "no such folder or manifest" in missing.stderr

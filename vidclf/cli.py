@@ -203,15 +203,17 @@ PRESET_HELP = "Starting point: " + "; ".join(f"{name.value}: {preset.when}" for 
 TEMPORAL_HELP = ("How each stream reads the frames in time: lstm+mean (an LSTM head and an order-blind mean head, "
                  "validation decides how much each counts), lstm (order matters) or mean (order-blind).")
 DEFAULTS = TrainOptions(Path("DATA"), Path("OUT"))
+DATA_HELP = ("DATA/<label>/<video>, DATA/train|val[|test]/<label>/<video>, or a CSV manifest with a header line "
+             "path,label[,group][,split].")
 
 
 @command
 def train(
-    data: Annotated[Path, typer.Argument(help="DATA/<label>/<video>, or DATA/train|val[|test]/<label>/<video>.",
-                                         show_default=False)],
+    data: Annotated[Path, typer.Argument(help=DATA_HELP, show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Model file to write \\[default: models/<DATA name>.vidclf].",
                                                 show_default=False)] = None,
     preset: Annotated[PresetName, typer.Option(help=PRESET_HELP)] = DEFAULTS.preset,
+    group: Annotated[Optional[str], typer.Option(metavar="REGEX", show_default=False, help="A clip's group (person, scene, source video) is the first capture group of this regex in its file name, e.g. '_g(\\d+)_' or '^([a-z]+)_'; a group never sits on both sides of the split.")] = None,
     temporal: Annotated[Temporal, typer.Option(help=TEMPORAL_HELP)] = DEFAULTS.temporal,
     frames: Annotated[int, typer.Option("--frames", min=2, help="Frames sampled per clip (T).")] = DEFAULTS.frames,
     size: Annotated[int, typer.Option(min=32, help="Frame size in pixels (square, centre crop).")] = DEFAULTS.size,
@@ -242,15 +244,17 @@ def train(
     from vidclf.train import train as run_training
 
     try:
-        options = TrainOptions(data=data, out=out or Path("models") / f"{data.resolve().name}.vidclf", preset=preset,
-                               temporal=temporal, frames=frames, size=size, epochs=epochs, finetune_epochs=finetune_epochs,
+        default_out = Path("models") / f"{data.stem if data.is_file() else data.resolve().name}.vidclf"
+        options = TrainOptions(data=data, out=out or default_out, preset=preset,
+                               group=group, temporal=temporal, frames=frames, size=size, epochs=epochs, finetune_epochs=finetune_epochs,
                                patience=patience, batch_size=batch_size, lr=lr, seed=seed, workers=workers, device=device,
                                val_split=val_split, class_weights=class_weights, hflip=hflip, force=force, resume=resume)
     except ValueError as exc:
         raise UserFacingError(f"invalid option: {exc}", ExitCode.USAGE) from None
     result = run_training(options, log=lambda line: stderr.print(_escape(line), soft_wrap=True))
     print_report(result.report, f"best epoch {result.best_epoch} of {len(result.history)}: "
-                                f"validation split ({result.report.count} clips)")
+                                f"validation split ({result.report.count} clips"
+                                + ("" if result.grouped else "; may share people or scenes with training: no groups") + ")")
     _write_curves(result)
     print(result.out)
 
@@ -375,7 +379,7 @@ def info(
 
 @command
 def eval(  # noqa: A001 - the command is called eval
-    data: Annotated[Path, typer.Argument(help="DATA/<label>/<video>; a test/ split is used when present.", show_default=False)],
+    data: Annotated[Path, typer.Argument(help=DATA_HELP + " Its test split is used when present.", show_default=False)],
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file \\[default: the shipped default model].",
                                                   show_default=False)] = None,
     clips: Annotated[int, typer.Option("--clips", min=1, help="Clips sampled per video, probabilities averaged.")] = 1,

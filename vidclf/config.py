@@ -154,6 +154,7 @@ class TrainOptions:
     data: Path
     out: Path
     preset: PresetName = PresetName.BALANCED
+    group: str | None = None  # regex: a clip's group (person, scene) is its first capture group
     temporal: Temporal = Temporal.LSTM_MEAN
     frames: int = 16
     size: int = 112

@@ -8,12 +8,14 @@ after the first only read small arrays.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -37,6 +39,7 @@ class DatasetError(VidclfError):
 class LabelledVideo:
     path: Path
     label: str
+    group: str | None = None  # the person, scene or source video: never on both sides of a split
 
 
 @dataclass(frozen=True)
@@ -85,19 +88,67 @@ def _labelled_videos(root: Path) -> list[LabelledVideo]:
     return items
 
 
-def discover(root: Path) -> dict[str, list[LabelledVideo]]:
-    """Labelled videos by split: ``{"all": ...}`` for ``root/<label>/``, or ``train``/``val``
-    (and optional ``test``) when ``root/train/<label>/`` exists."""
-    if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder; pass a folder laid out as DATA/<label>/<video>")
-    if (root / "train").is_dir():
-        splits = {name: _labelled_videos(root / name) for name in SPLIT_NAMES if (root / name).is_dir()}
+def discover(data: Path, group: str | None = None) -> dict[str, list[LabelledVideo]]:
+    """Labelled videos by split: ``{"all": ...}`` for ``data/<label>/``, or ``train``/``val``
+    (and optional ``test``) when ``data/train/<label>/`` exists; or those of a CSV manifest.
+    With ``group`` (a regular expression), each clip's group is its first capture group in the
+    clip's file name."""
+    if data.is_file():
+        found = read_manifest(data)
+    elif not data.is_dir():
+        raise DatasetError(f"{data}: no such folder or manifest; pass DATA/<label>/<video> or a .csv manifest")
+    elif (data / "train").is_dir():
+        found = {name: _labelled_videos(data / name) for name in SPLIT_NAMES if (data / name).is_dir()}
     else:
-        splits = {"all": _labelled_videos(root)}
-    if not any(splits.values()):
-        raise DatasetError(f"{root}: no videos found; expected DATA/<label>/<video> with video "
+        found = {"all": _labelled_videos(data)}
+    if not any(found.values()):
+        raise DatasetError(f"{data}: no videos found; expected DATA/<label>/<video> with video "
                            "extensions such as .mp4 .avi .mov .mkv .webm")
-    return splits
+    if group is not None:
+        found = {name: assign_groups(items, group) for name, items in found.items()}
+    return found
+
+
+def read_manifest(path: Path) -> dict[str, list[LabelledVideo]]:
+    """A CSV with a header line ``path,label[,group][,split]`` (paths relative to the file;
+    split train, val or test): labelled videos by split, as ``discover`` returns them."""
+    if path.suffix.lower() != ".csv":
+        raise DatasetError(f"{path}: not a folder or a .csv manifest; pass DATA/<label>/<video> or clips.csv")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+        columns = set(rows[0]) if rows else set()
+    if not {"path", "label"} <= columns:
+        raise DatasetError(f"{path}: a manifest needs a header line path,label[,group][,split] and a row per clip")
+    has_split = any((row.get("split") or "").strip() for row in rows)
+    found: dict[str, list[LabelledVideo]] = {}
+    for line, row in enumerate(rows, start=2):
+        video, label = path.parent / (row["path"] or "").strip(), (row["label"] or "").strip()
+        split = (row.get("split") or "").strip() if has_split else "all"
+        if not label or split not in (*SPLIT_NAMES, "all"):
+            raise DatasetError(f"{path}:{line}: needs a label and a split of train, val or test; got "
+                               f"label {label!r}, split {split!r}")
+        if not video.is_file():
+            raise DatasetError(f"{path}:{line}: {video}: no such video file; fix the path (relative to the manifest)")
+        found.setdefault(split, []).append(LabelledVideo(video, label, (row.get("group") or "").strip() or None))
+    return found
+
+
+def assign_groups(items: Sequence[LabelledVideo], pattern: str) -> list[LabelledVideo]:
+    """Each clip's group: the first capture group of ``pattern`` in its file name."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise DatasetError(f"--group {pattern!r}: not a valid regular expression ({exc})") from None
+    if regex.groups < 1:
+        raise DatasetError(f"--group {pattern!r}: needs a capture group, e.g. '_g(\\d+)_' or '^([a-z]+)_'")
+    grouped = []
+    for item in items:
+        match = regex.search(item.path.name)
+        if match is None or match.group(1) is None:
+            raise DatasetError(f"{item.path}: --group {pattern!r} finds no group in this file name; "
+                               "fix the pattern or rename the file")
+        grouped.append(replace(item, group=match.group(1)))
+    return grouped
 
 
 def check_trainable(items: Sequence[LabelledVideo], where: Path) -> list[str]:
@@ -115,7 +166,10 @@ def check_trainable(items: Sequence[LabelledVideo], where: Path) -> list[str]:
 
 def stratified_split(items: Sequence[LabelledVideo], val_fraction: float, seed: int
                      ) -> tuple[list[LabelledVideo], list[LabelledVideo]]:
-    """Seeded per-class split; every class keeps ≥ 1 clip in each part."""
+    """Seeded split; every class keeps ≥ 1 clip in each part. Clips with groups are split by
+    group (see ``group_split``); without, per class."""
+    if any(item.group is not None for item in items):
+        return group_split(items, val_fraction, seed)
     rng = np.random.default_rng(seed)
     train, val = [], []
     for label in sorted({item.label for item in items}):
@@ -125,6 +179,32 @@ def stratified_split(items: Sequence[LabelledVideo], val_fraction: float, seed: 
         val.extend(members[i] for i in order[:n_val])
         train.extend(members[i] for i in order[n_val:])
     return train, val
+
+
+def group_key(item: LabelledVideo) -> str:
+    return item.group if item.group is not None else str(item.path)  # ungrouped: a group of its own
+
+
+def group_split(items: Sequence[LabelledVideo], val_fraction: float, seed: int, tries: int = 500
+                ) -> tuple[list[LabelledVideo], list[LabelledVideo]]:
+    """Whole groups to validation, in seeded random order, until it holds ``val_fraction`` of
+    the clips; the first such draw that leaves every class on both sides."""
+    groups = sorted({group_key(item) for item in items})
+    sizes = Counter(group_key(item) for item in items)
+    labels = {item.label for item in items}
+    rng = np.random.default_rng(seed)
+    for _ in range(tries):
+        val_groups: set[str] = set()
+        for index in rng.permutation(len(groups)):
+            if sum(sizes[g] for g in val_groups) >= val_fraction * len(items):
+                break
+            val_groups.add(groups[index])
+        train = [item for item in items if group_key(item) not in val_groups]
+        val = [item for item in items if group_key(item) in val_groups]
+        if {item.label for item in train} == labels == {item.label for item in val}:
+            return train, val
+    raise DatasetError(f"cannot split {len(groups)} group(s) so that every class has clips on both sides; "
+                       "add clips of more people or scenes, or give DATA/train and DATA/val folders")
 
 
 # --- views and their cache ---------------------------------------------------------------------

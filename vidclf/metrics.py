@@ -55,12 +55,30 @@ class EvalReport:
     unknown: list[dict] = field(default_factory=list)
     count: int = 0
 
+    @property
+    def top1_correct(self) -> int:
+        return round((self.top1 or 0.0) * self.count)
+
+    @property
+    def top1_interval(self) -> tuple[float, float] | None:
+        """The 95% Wilson interval of top-1 accuracy: how sure a score on ``count`` clips is."""
+        return wilson_interval(self.top1_correct, self.count) if self.count else None
+
+    def top1_line(self) -> str:
+        """E.g. "3/3 = 1.00 [0.44, 1.00]": the count an accuracy rests on and its 95% interval."""
+        if not self.count:
+            return "-"
+        low, high = self.top1_interval
+        return f"{self.top1_correct}/{self.count} = {self.top1:.2f} [{low:.2f}, {high:.2f}]"
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready: plain Python numbers, undefined values as ``None`` (null), never NaN."""
         return {
             "count": self.count,
             "k": self.k,
             "top1": _json_float(self.top1),
+            "top1_correct": self.top1_correct,
+            "top1_ci95": None if self.top1_interval is None else [round(x, 4) for x in self.top1_interval],
             "topk": _json_float(self.topk),
             "mean_class_accuracy": _json_float(self.mean_class_accuracy),
             "per_class": {label: m.to_dict() for label, m in self.per_class.items()},
@@ -112,6 +130,15 @@ def evaluate_scores(labels: Sequence[str], videos: Sequence[str], true_labels: S
         unknown=unknown,
         count=count,
     )
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion (95% at z = 1.96): unlike the normal
+    approximation it stays inside [0, 1] and is honest at small n (3/3 → [0.44, 1.00])."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def sign_test_p(wins: int, losses: int) -> float:

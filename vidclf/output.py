@@ -265,6 +265,7 @@ def eval_summary_table(report: "EvalReport") -> Table:
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     table.add_row("top-1 accuracy", _metric(report.top1))
+    table.add_row("top-1 correct [95% CI]", report.top1_line())
     table.add_row(f"top-{report.k} accuracy", _metric(report.topk))
     table.add_row("mean class accuracy", _metric(report.mean_class_accuracy))
     table.add_row("videos scored", str(report.count))

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from vidclf.config import ModelConfig, SamplingSpec, TrainOptions
 from vidclf.data import (
-    ClipInputs, DatasetError, LabelledVideo, cache_dir, check_trainable, discover, file_digest, init_worker,
-    save_npz, stratified_split, view_cache_path, view_job,
+    ClipInputs, DatasetError, LabelledVideo, cache_dir, check_trainable, discover, file_digest, group_key,
+    init_worker, save_npz, stratified_split, view_cache_path, view_job,
 )
 from vidclf.device import resolve_device
 from vidclf.files import atomic_write
@@ -51,9 +51,27 @@ class Splits:
     test: list[LabelledVideo]
     labels: list[str]
 
+    def parts(self) -> dict[str, list[LabelledVideo]]:
+        return {name: items for name, items in (("train", self.train), ("val", self.val), ("test", self.test)) if items}
+
     def counts(self) -> dict[str, dict[str, int]]:
         return {name: {label: Counter(i.label for i in items)[label] for label in self.labels}
-                for name, items in (("train", self.train), ("val", self.val), ("test", self.test)) if items}
+                for name, items in self.parts().items()}
+
+    def groups(self) -> dict[str, int] | None:
+        """Groups (people, scenes, source videos) on each side, or None when clips have none."""
+        if not any(item.group is not None for items in self.parts().values() for item in items):
+            return None
+        return {name: len({group_key(item) for item in items}) for name, items in self.parts().items()}
+
+    def log(self, log: Log) -> None:
+        groups = self.groups()
+        for name, counts in self.counts().items():
+            log(f"{name}: {sum(counts.values())} clips" + (f" ({groups[name]} groups)" if groups else "")
+                + "  " + "  ".join(f"{k}={v}" for k, v in counts.items()))
+        if groups is None:
+            log("note: clips have no groups, so validation may share people or scenes with training and "
+                "overrate the model on new ones; give --group REGEX or a manifest's group column")
 
 
 View = tuple[int, int, ClipInputs]  # (clip index, view index, inputs)
@@ -188,6 +206,7 @@ class TrainResult:
     history: list[EpochRecord]
     skipped: list[str]
     out: Path
+    grouped: bool  # validation shares no group (person, scene) with training
 
 
 def checkpoint_path(out: Path, stage: str = "train") -> Path:
@@ -200,9 +219,10 @@ def metrics_csv_path(out: Path) -> Path:
 
 # --- planning the splits and preparing the inputs ------------------------------------------------
 
-def plan_splits(data: Path, val_split: float, seed: int) -> Splits:
-    """Find clips and split them: the folder's own train/val(/test) or a stratified split."""
-    found = discover(data)
+def plan_splits(data: Path, val_split: float, seed: int, group: str | None = None) -> Splits:
+    """Find clips and split them: the dataset's own train/val(/test) or a seeded split that
+    keeps each group (``--group``) on one side."""
+    found = discover(data, group)
     if "all" in found:
         labels = check_trainable(found["all"], data)
         train, val = stratified_split(found["all"], val_split, seed)
@@ -621,9 +641,9 @@ def summarise(inputs: Inputs, best: Best, history: list[EpochRecord]) -> tuple[E
                + " (chosen on validation)")
     summary = {
         "data": str(options.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seed": options.seed, "counts": splits.counts(), "skipped": inputs.skipped, "best_epoch": best.epoch,
+        "seed": options.seed, "counts": splits.counts(), "groups": splits.groups(), "skipped": inputs.skipped, "best_epoch": best.epoch,
         "best_stage": record.stage, "epochs_run": len(history), "best_val_acc": record.val_acc,
-        "best_val_loss": record.val_loss, "val_mean_class_accuracy": report.mean_class_accuracy,
+        "best_val_loss": record.val_loss, "val_top1": report.top1_line(), "val_mean_class_accuracy": report.mean_class_accuracy,
         "val_per_class_recall": {label: m.recall for label, m in report.per_class.items()},
         "options": {k: str(getattr(v, "value", v)) for k, v in asdict(options).items()},
         "stream_weights": weights,
@@ -639,9 +659,8 @@ def train(options: TrainOptions, log: Log) -> TrainResult:
         log(f"note: no checkpoint at {checkpoint_path(options.out)}; starting from scratch")
     torch.manual_seed(options.seed)
     device = resolve_device(options.device)
-    splits = plan_splits(options.data, options.val_split, options.seed)
-    for name, counts in splits.counts().items():
-        log(f"{name}: {sum(counts.values())} clips  " + "  ".join(f"{k}={v}" for k, v in counts.items()))
+    splits = plan_splits(options.data, options.val_split, options.seed, options.group)
+    splits.log(log)
     model = VideoClassifier(options.model_config(splits.labels)).to(device)
     inputs = prepare_inputs(model, splits, options, device, log)
     resuming_finetune = options.resume and options.finetune_epochs > 0 and checkpoint_path(options.out, "finetune").is_file()
@@ -653,4 +672,5 @@ def train(options: TrainOptions, log: Log) -> TrainResult:
     save_model(model, options.out, summary, force=options.force)
     for stage in ("train", "finetune"):
         checkpoint_path(options.out, stage).unlink(missing_ok=True)
-    return TrainResult(best.epoch, history[best.epoch - 1].val_acc, report, history, inputs.skipped, options.out)
+    return TrainResult(best.epoch, history[best.epoch - 1].val_acc, report, history, inputs.skipped, options.out,
+                       splits.groups() is not None)
