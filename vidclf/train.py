@@ -488,6 +488,15 @@ def make_optimizer(model: VideoClassifier, options: TrainOptions) -> torch.optim
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=WEIGHT_DECAY)
 
 
+def _pick_views(train: Tensors, generator: torch.Generator) -> Tensor:
+    """One random cached view of each training clip for this epoch."""
+    rows = []
+    for clip in train.clip_index.unique().tolist():
+        candidates = (train.clip_index == clip).nonzero().flatten()
+        rows.append(candidates[torch.randint(len(candidates), (1,), generator=generator)])
+    return torch.cat(rows)
+
+
 def _train_epoch(model: VideoClassifier, train: Tensors, options: TrainOptions, epoch: int, weight: Tensor | None,
                  optimizer: torch.optim.Optimizer, device: torch.device) -> tuple[float, float]:
     """One pass over one random view of every training clip; returns (mean loss, accuracy).
@@ -496,9 +505,7 @@ def _train_epoch(model: VideoClassifier, train: Tensors, options: TrainOptions, 
     torch.manual_seed(options.seed * 100_003 + epoch)  # dropout
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    rows = torch.cat([candidates[torch.randint(len(candidates), (1,), generator=generator)]
-                      for clip in train.clip_index.unique().tolist()
-                      for candidates in [(train.clip_index == clip).nonzero().flatten()]])
+    rows = _pick_views(train, generator)
     order = torch.randperm(len(rows), generator=generator)
     total_loss = correct = seen = 0.0
     batches = progress([order[i : i + options.batch_size] for i in range(0, len(rows), options.batch_size)],
