@@ -53,8 +53,9 @@ PRESETS: dict[PresetName, Preset] = {
     PresetName.APPEARANCE: Preset(Backbone.LITE0, 8, Temporal.MEAN, "classes told apart by what is seen"),
 }
 
-# The motion streams: both OpenCV optical flows, a stream each (see vidclf.motion).
-MOTION = "farneback+dis"
+# The motion streams: both OpenCV optical flows, a stream each (computed in vidclf.motion).
+FLOWS: tuple[str, ...] = ("farneback", "dis")
+MOTION = "+".join(FLOWS)  # as earlier model files and cache keys name it
 # Options of earlier versions that a model file may record, with the only value still built:
 # a file with any other value is refused, naming the option (see ModelConfig.from_dict).
 REMOVED_OPTIONS: dict[str, object] = {
@@ -102,7 +103,7 @@ class ModelConfig:
     @property
     def streams(self) -> list[str]:
         """The input streams: "appearance" (with a backbone), then one per optical flow."""
-        return (["appearance"] if self.backbone is Backbone.LITE0 else []) + MOTION.split("+")
+        return (["appearance"] if self.backbone is Backbone.LITE0 else []) + list(FLOWS)
 
     @property
     def heads(self) -> list[tuple[str, str]]:

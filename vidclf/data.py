@@ -21,10 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidclf.config import MOTION, SamplingSpec
+from vidclf.config import FLOWS, MOTION, SamplingSpec
 from vidclf.errors import VidclfError
 from vidclf.files import atomic_write
-from vidclf.motion import FLOWS, clip_motion
+from vidclf.motion import clip_motion
 from vidclf.video import Clip, VideoError, find_videos, sample_frames
 
 CACHE_VERSION = 3  # bump when the cached arrays' meaning changes
@@ -195,10 +195,12 @@ def group_split(items: Sequence[LabelledVideo], val_fraction: float, seed: int, 
     rng = np.random.default_rng(seed)
     for _ in range(tries):
         val_groups: set[str] = set()
+        held = 0
         for index in rng.permutation(len(groups)):
-            if sum(sizes[g] for g in val_groups) >= val_fraction * len(items):
+            if held >= val_fraction * len(items):
                 break
             val_groups.add(groups[index])
+            held += sizes[groups[index]]
         train = [item for item in items if group_key(item) not in val_groups]
         val = [item for item in items if group_key(item) in val_groups]
         if {item.label for item in train} == labels == {item.label for item in val}:

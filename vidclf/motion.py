@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-FLOWS: tuple[str, ...] = ("farneback", "dis")
+from vidclf.config import FLOWS
 DESCRIPTION = "OpenCV Farneback and DIS (medium) optical flows"
 # Flow is measured in pixels at the sampled frame size; dividing by the frame side makes it a
 # fraction of the frame, and this gain brings typical values near unit scale for the network.

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vidclf.config import ModelConfig, SamplingSpec, TrainOptions
+from vidclf.config import FLOWS, ModelConfig, SamplingSpec, TrainOptions
 from vidclf.data import (
     ClipInputs, DatasetError, LabelledVideo, cache_dir, check_trainable, discover, file_digest, group_key,
     init_worker, save_npz, stratified_split, view_cache_path, view_job,
@@ -32,7 +32,7 @@ from vidclf.files import atomic_write
 from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
 from vidclf.model import Lite0Features, VideoClassifier, fuse
 from vidclf.modelfile import ModelFileError, save_model
-from vidclf.motion import FLOWS, MIRROR_SIGNS
+from vidclf.motion import MIRROR_SIGNS
 from vidclf.progress import progress
 
 Log = Callable[[str], None]
