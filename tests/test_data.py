@@ -11,7 +11,7 @@ import pytest
 from indexed import write_indexed_video
 from vidclf.config import ModelConfig, SamplingSpec
 from vidclf.data import (
-    DatasetError, LabelledVideo, check_trainable, compute_view, discover, load_view,
+    DatasetError, LabelledVideo, check_trainable, compute_view, discover, group_folds, load_view,
     stratified_split, view_cache_path, file_digest,
 )
 from vidclf.motion import FLOWS, clip_motion
@@ -183,6 +183,27 @@ def test_no_group_is_ever_on_both_sides_of_a_split() -> None:
         assert {i.group for i in train}.isdisjoint({i.group for i in val}), case
         assert sorted(map(str, train + val), key=str) == sorted(map(str, items), key=str)
         assert {i.label for i in train} == {i.label for i in val} == {i.label for i in items}, case
+
+
+def test_cross_validation_folds_keep_groups_whole_and_spread_each_class() -> None:
+    """A property over random layouts: every clip in one fold, no group in two, seeded; and
+    with clips of their own (no groups), each class spread over the folds within one clip."""
+    rng = np.random.default_rng(1)
+    for case in range(300):
+        labels = [f"c{k}" for k in range(int(rng.integers(2, 5)))]
+        grouped = bool(case % 2)
+        items = [LabelledVideo(Path(f"g{g}_{n}.mp4"), str(rng.choice(labels)), f"g{g}" if grouped else None)
+                 for g in range(int(rng.integers(2, 9))) for n in range(int(rng.integers(1, 6)))]
+        folds = int(rng.integers(2, 6))
+        fold_of = group_folds(items, folds, seed=case)
+        assert fold_of == group_folds(items, folds, seed=case) and set(fold_of) <= set(range(folds))
+        owner: dict[str, int] = {}
+        for item, fold in zip(items, fold_of):
+            assert owner.setdefault(item.group or str(item.path), fold) == fold, case
+        if not grouped:
+            for label in labels:
+                per_fold = [sum(f == k and i.label == label for i, f in zip(items, fold_of)) for k in range(folds)]
+                assert max(per_fold) - min(per_fold) <= 1, (case, label, per_fold)
 
 
 @pytest.mark.parametrize("pattern,message", [

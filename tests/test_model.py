@@ -398,7 +398,8 @@ def _sign_task(n: int, seed: int, first_half: int = 1, second_half: int = 1):
 def _fit_sign_task(tmp_path: Path, labels: list[str], temporal: str, first_half: int, second_half: int):
     """Train on the sign task; return the head weights chosen on validation, each head's own
     validation accuracy and the fused model's."""
-    from vidclf.train import Stage, choose_stream_weights, fit, fused_scores, head_logits
+    from vidclf.selection import choose_stream_weights
+    from vidclf.train import Stage, fit, fused_scores, head_logits
 
     torch.manual_seed(0)
     config = small_config(labels=labels, backbone="lite0", temporal=temporal, appearance_temporal=temporal)
@@ -463,7 +464,7 @@ def test_lstm_plus_mean_gives_the_mean_heads_encoders_of_their_own() -> None:
 def test_lstm_plus_mean_leaves_the_even_split_only_for_a_strictly_more_accurate_one() -> None:
     """The rule on given validation logits: the mean heads confidently wrong on a quarter of the
     clips (order partners) → the LSTM heads alone; both right → an even split."""
-    from vidclf.train import choose_stream_weights
+    from vidclf.selection import choose_stream_weights
 
     heads = small_config(labels=["there", "back"], temporal="lstm+mean").heads
     targets = torch.arange(8) % 2
@@ -475,13 +476,45 @@ def test_lstm_plus_mean_leaves_the_even_split_only_for_a_strictly_more_accurate_
 
 
 def test_head_weights_share_a_stream_evenly_or_give_it_to_one_kind_of_head() -> None:
-    from vidclf.train import head_weights
+    from vidclf.selection import head_weights
 
     heads = [("appearance", "mean"), ("farneback", "lstm"), ("farneback", "mean")]
     share = {"appearance": 0.5, "farneback": 0.5}
     assert head_weights(heads, share) == (0.5, 0.25, 0.25)
     assert head_weights(heads, share, "lstm") == (0.5, 0.5, 0.0)  # appearance keeps its only head
     assert head_weights(heads, share, "mean") == (0.5, 0.0, 0.5)
+
+
+def test_cross_validation_keeps_the_full_schedule_and_even_weights_unless_beaten_significantly() -> None:
+    """Out-of-fold logits of two streams (one head each) over 3 epochs, 12 clips: epoch 2 wins
+    5 clips the last epoch misses (p = 1/32) or only 4 (p = 1/16); the weighting that trusts
+    stream "a" wins 6 or 2 clips over the even one."""
+    from vidclf.selection import cross_validated_choice
+
+    heads, targets = [("a", "lstm"), ("b", "lstm")], torch.arange(12) % 3
+    right = nn.functional.one_hot(targets, 3).float()
+    partner = right.roll(1, dims=1)
+
+    def outputs(a_right: int, b_wrong: int) -> list[torch.Tensor]:
+        """Stream a right (weakly) on the first ``a_right`` clips; b confidently wrong on the first ``b_wrong``."""
+        a = torch.where(torch.arange(12)[:, None] < a_right, right, partner)
+        b = torch.where(torch.arange(12)[:, None] < b_wrong, partner * 3, right * 3)
+        return [a, b]
+
+    even = (0.5, 0.5)
+    late = outputs(12, 0)  # after the last epoch: both streams right everywhere
+    chosen = cross_validated_choice(heads, [outputs(12, 0), outputs(12, 0), late], targets, even)
+    assert (chosen.epochs, chosen.weights) == (3, even)  # ties go to the full schedule
+    # even weights are right only where b is: b wrong on the first 6 clips, a right on all of them
+    beaten = cross_validated_choice(heads, [outputs(12, 6), outputs(12, 6), outputs(12, 6)], targets, even)
+    assert beaten.epochs == 3 and beaten.weights[0] > beaten.weights[1]
+    narrow = cross_validated_choice(heads, [outputs(2, 2), outputs(2, 2), outputs(2, 2)], targets, even)
+    assert narrow.weights == even  # another weighting could win 2 clips at most: noise
+    early = [outputs(0, 0), outputs(12, 0), outputs(12, 5)]  # the last epoch lost 5 clips epoch 2 had
+    assert cross_validated_choice(heads, early, targets, even).epochs == 2
+    four = [outputs(0, 0), outputs(12, 0), outputs(12, 4)]
+    assert cross_validated_choice(heads, four, targets, even).epochs == 3
+    assert all("sign-test p ≤ 0.05" in note for note in chosen.notes)
 
 
 def test_fine_tuning_must_beat_the_frozen_model_significantly_to_replace_it() -> None:

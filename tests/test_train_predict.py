@@ -57,7 +57,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     make_samples(root / "test", clips_per_class=6, seed=12, classes=CLASSES)
     model = root / "motion.vidclf"
     result = run_cli("train", str(root / "train"), "--out", str(model), "--preset", "motion", "--temporal", "lstm",
-                     "--epochs", "60", "--patience", "60", "--batch-size", "8", "--seed", "1", env=env)
+                     "--epochs", "60", "--patience", "60", "--batch-size", "8", "--seed", "1", "--val-split", "0.25",
+                     env=env)
     assert result.returncode == 0, result.stderr
     return {"root": root, "env": env, "model": model, "train": result}
 
@@ -70,7 +71,7 @@ def predict_jsonl(workspace: dict, *inputs: str) -> list[dict]:
 
 def test_training_reports_counts_progress_and_writes_files(workspace: dict) -> None:
     result = workspace["train"]
-    assert "train: 64 clips" in result.stderr and "val: 16 clips" in result.stderr
+    assert "train: 60 clips" in result.stderr and "val: 20 clips" in result.stderr
     assert "epoch 60/60" in result.stderr
     assert result.stdout.strip().endswith(str(workspace["model"]))
     assert "best epoch" in result.stdout
@@ -149,7 +150,7 @@ def test_info_shows_the_model(workspace: dict) -> None:
     keys = head_keys(workspace["model"])
     assert {k[1] for k in keys} == {k[1] for k in keys if k[2] == "lstm"} == {"0", "1"}
     assert list(meta["training"]["stream_weights"]) == ["farneback", "dis"]
-    assert meta["training"]["counts"]["train"]["grow"] == 16 and meta["training"]["seed"] == 1
+    assert meta["training"]["counts"]["train"]["grow"] == 15 and meta["training"]["seed"] == 1
     assert meta["preprocessing"]["frames"] == 16
     table = run_cli("info", str(workspace["model"]), env=workspace["env"])
     assert "best_val_acc" in table.stdout and "move_left" in table.stdout
@@ -178,7 +179,7 @@ def test_kill_9_then_resume_loses_at_most_one_epoch(workspace: dict, tmp_path: P
     data = workspace["root"] / "train"
     out = tmp_path / "resumable.vidclf"
     args = ["train", str(data), "--out", str(out), "--preset", "motion", "--temporal", "lstm", "--epochs", "30",
-            "--patience", "30", "--batch-size", "4", "--seed", "1"]
+            "--patience", "30", "--batch-size", "4", "--seed", "1", "--val-split", "0.25"]
     checkpoint = out.with_name(out.name + ".ckpt")
     train_then_kill_9(args, checkpoint, env)
     assert checkpoint.exists() and not out.exists()
@@ -216,10 +217,11 @@ def test_same_seed_gives_the_same_model_with_or_without_worker_processes(tmp_pat
         assert result.returncode == 0, result.stderr
         weights.append(torch.load(out, weights_only=True)["state_dict"])
         # three streams (appearance and two flows), each with an LSTM and a mean head, fused
-        # late: the validation-chosen weights (a stream's quarters, split between its heads) are saved and reported
+        # late: the chosen weights (even, or a stream's quarters split between its heads) are saved and reported
         chosen = json.loads(run_cli("info", str(out), "--json", env=env).stdout)["training"]["stream_weights"]
         assert list(chosen) == [f"{stream}/{head}" for stream in ("appearance", "farneback", "dis") for head in ("lstm", "mean")]
-        assert sum(chosen.values()) == 1.0 and all((weight * 8).is_integer() for weight in chosen.values())
+        assert sum(chosen.values()) == pytest.approx(1.0)
+        assert all((weight * 8).is_integer() for weight in chosen.values()) or list(chosen.values()) == [pytest.approx(1 / 6)] * 6
         assert weights[-1]["stream_weights"].tolist() == list(chosen.values())
         assert "late fusion: head weights appearance" in result.stderr
         (tmp_path / "cache").rename(tmp_path / f"cache-{workers}")  # the second run decodes afresh
@@ -440,8 +442,9 @@ def test_appearance_preset_gives_the_appearance_stream_only_its_mean_head(tmp_pa
 
 
 def test_finetuning_is_skipped_when_the_frozen_backbone_is_already_perfect_on_validation(tmp_path: Path) -> None:
-    done, out, meta = train_small(tmp_path, ("move_left", "move_up"), 6, "--size", "48", "--frames", "4",
-                                  "--epochs", "15", "--finetune-epochs", "2", "--batch-size", "4", seed=3)
+    done, out, meta = train_small(tmp_path, ("move_left", "move_up"), 10, "--size", "48", "--frames", "4",
+                                  "--epochs", "15", "--finetune-epochs", "2", "--batch-size", "4", "--val-split", "0.5",
+                                  seed=3)
     rows = list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open()))
     assert max(float(r["val_acc"]) for r in rows) == 1.0  # the premise: easy classes
     # fine-tuning replaces the frozen model only by a significant validation win: none is possible
@@ -454,11 +457,11 @@ def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: 
 
     env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
     data = tmp_path / "data"
-    make_samples(data, clips_per_class=6, seed=6, classes=CLASSES)
+    make_samples(data, clips_per_class=10, seed=6, classes=CLASSES)
     out = tmp_path / "ft.vidclf"
     # Fine-tuning runs only when the frozen model misses enough validation clips for a win to be
-    # significant (≥ 5 at p ≤ 0.05): 12 validation clips of 4 classes and a single frozen epoch
-    # leave the frozen model far from that.
+    # significant (≥ 5 at p ≤ 0.05): 20 validation clips of 4 classes (5 a class, the fewest that
+    # validation decides on) and a single frozen epoch leave the frozen model far from that.
     args = ["train", str(data), "--out", str(out), "--size", "48", "--frames", "4", "--epochs", "1",
             "--finetune-epochs", "6", "--val-split", "0.5", "--patience", "100", "--batch-size", "4",
             "--workers", "0"]
@@ -472,10 +475,10 @@ def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: 
     rows = list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, 8))
     assert [r["stage"] for r in rows] == ["train"] + ["finetune"] * 6
-    assert float(rows[0]["val_acc"]) <= 7 / 12 + 1e-6  # the premise: the frozen model misses ≥ 5 of 12
+    assert float(rows[0]["val_acc"]) <= 15 / 20 + 1e-6  # the premise: the frozen model misses ≥ 5 of 20
     assert not checkpoint.exists() and not out.with_name(out.name + ".ckpt").exists()
     meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
-    assert meta["training"]["counts"]["val"] == {label: 3 for label in sorted(CLASSES)}
+    assert meta["training"]["counts"]["val"] == {label: 5 for label in sorted(CLASSES)}
     # the best epoch of either stage is kept; a fine-tuned backbone is stored, a frozen one is not
     best_stage = meta["training"]["best_stage"]
     stored = any(k.startswith("backbone.") for k in torch.load(out, weights_only=True)["state_dict"])
@@ -484,6 +487,32 @@ def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: 
     refused = run_cli(*args, "--preset", "motion", "--out", str(tmp_path / "x.vidclf"), env=env)
     assert refused.returncode == 2
     assert "--finetune-epochs needs an appearance backbone; --preset motion has none" in refused.stderr
+
+
+def test_val_split_0_cross_validates_and_resumes_after_kill_9_to_the_same_model(tmp_path: Path) -> None:
+    """--val-split 0: every clip trains, the choices come from 5-fold cross-validation (each
+    finished fold checkpointed); killed mid-way and resumed, the run skips the finished folds and
+    ends with the model an uninterrupted run makes."""
+    import torch
+
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    make_samples(tmp_path / "data", clips_per_class=4, seed=8, classes=("move_left", "move_right"))
+    args = ["train", str(tmp_path / "data"), "--preset", "motion", "--val-split", "0", "--epochs", "40",
+            "--frames", "4", "--batch-size", "2", "--workers", "0"]
+    out = tmp_path / "cv.vidclf"
+    folds = out.with_name(out.name + ".cv.ckpt")
+    train_then_kill_9([*args, "--out", str(out)], folds, env)
+    assert folds.exists() and not out.exists()
+    resumed = run_cli(*args, "--out", str(out), "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming cross-validation from" in resumed.stderr and "val:" not in resumed.stderr
+    assert "train: 8 clips" in resumed.stderr and "by 5-fold cross-validation by group over 8 clips" in resumed.stderr
+    assert "cross-validated, out of fold (8 clips; may share people" in resumed.stdout
+    assert not folds.exists() and not out.with_name(out.name + ".ckpt").exists()
+    whole = run_cli(*args, "--out", str(tmp_path / "whole.vidclf"), env=env)
+    assert whole.returncode == 0, whole.stderr
+    states = [torch.load(path, weights_only=True)["state_dict"] for path in (out, tmp_path / "whole.vidclf")]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 @pytest.mark.parametrize("option", REMOVED_TRAIN_OPTIONS)
@@ -500,24 +529,30 @@ def test_removed_train_options_are_usage_errors(option: str, tmp_path: Path) -> 
 
 
 def test_train_from_a_manifest_keeps_groups_apart_and_says_so(tmp_path: Path) -> None:
-    """Groups from a manifest: the counts and groups of each side are printed, the report does
-    not warn of shared people; without groups it does. A bad --group is one clear line, exit 3."""
+    """Groups from a manifest, 1 clip a class a person: a by-person validation split would hold
+    1 clip a class, too few to decide on, so every clip trains and the epochs and weights are
+    cross-validated with folds of whole people; the report is out of fold and does not warn of
+    shared people; without groups it does. A bad --group is one clear line, exit 3."""
     env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
     written = make_samples(tmp_path / "data", clips_per_class=4, seed=5, classes=("grow", "shrink"))
     manifest = tmp_path / "clips.csv"
     manifest.write_text("path,label,group\n" + "".join(
         f"{path.relative_to(tmp_path)},{path.parent.name},person{n % 4}\n" for n, path in enumerate(sorted(written))))
-    common = ("--preset", "motion", "--epochs", "1", "--frames", "4", "--workers", "0")
+    common = ("--preset", "motion", "--epochs", "2", "--frames", "4", "--workers", "0")
     grouped = run_cli("train", str(manifest), "--out", str(tmp_path / "g.vidclf"), *common, env=env)
     assert grouped.returncode == 0, grouped.stderr
-    assert "train: 6 clips (3 groups)" in grouped.stderr and "val: 2 clips (1 groups)" in grouped.stderr
+    assert "train: 8 clips (4 groups)" in grouped.stderr and "val:" not in grouped.stderr
+    assert "by 4-fold cross-validation by group over 8 clips" in grouped.stderr
+    assert grouped.stderr.count("held-out clips right after the full schedule") == 4
+    assert "epoch 2/2" in grouped.stderr and "(cross-validated)" in grouped.stderr
+    assert "cross-validated, out of fold (8 clips)" in grouped.stdout and "top-1 correct [95% CI]" in grouped.stdout
     assert "may share people" not in grouped.stdout + grouped.stderr
-    assert "top-1 correct [95% CI]" in grouped.stdout
     meta = json.loads(run_cli("info", str(tmp_path / "g.vidclf"), "--json", env=env).stdout)
-    assert meta["training"]["groups"] == {"train": 3, "val": 1} and "[" in meta["training"]["val_top1"]
+    assert meta["training"]["groups"] == {"train": 4} and meta["training"]["chosen_by"] == "cross-validation"
+    assert "/8 = " in meta["training"]["top1"] and meta["training"]["best_val_acc"] is None
     plain = run_cli("train", str(tmp_path / "data"), "--out", str(tmp_path / "p.vidclf"), *common, env=env)
     assert plain.returncode == 0 and "may share people or scenes with training" in plain.stdout
-    assert "validation may share people or scenes" in plain.stderr
+    assert "may share people or scenes with training and overrate" in plain.stderr
     bad = run_cli("train", str(tmp_path / "data"), "--group", "([a-z", "--out", str(tmp_path / "b.vidclf"), env=env)
     assert bad.returncode == 3 and bad.stderr.count("\n") == 1 and "not a valid regular expression" in bad.stderr
     missing = run_cli("train", str(tmp_path / "nothing.csv"), env=env)

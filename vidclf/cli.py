@@ -226,7 +226,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for split, sampling and initialisation.")] = DEFAULTS.seed,
     workers: Annotated[int, typer.Option(min=0, help="Processes decoding videos.")] = DEFAULTS.workers,
     device: Annotated[Device, typer.Option(help=DEVICE_HELP)] = DEFAULTS.device,
-    val_split: Annotated[float, typer.Option(min=0.05, max=0.5, help="Validation share when DATA has no val/ folder.")] = DEFAULTS.val_split,
+    val_split: Annotated[float, typer.Option(min=0.0, max=0.5, help="Validation share when DATA has no val/ folder; 0: none, choices cross-validated.")] = DEFAULTS.val_split,
     class_weights: Annotated[bool, typer.Option("--class-weights", help="Weight the loss by inverse class frequency (imbalanced data).")] = False,
     hflip: Annotated[bool, typer.Option("--hflip", help="Mirror half the training clips left-right, frames and flow alike; only for classes a mirror keeps (it turns 'left' into 'right').")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model file.")] = False,
@@ -252,9 +252,7 @@ def train(
     except ValueError as exc:
         raise UserFacingError(f"invalid option: {exc}", ExitCode.USAGE) from None
     result = run_training(options, log=lambda line: stderr.print(_escape(line), soft_wrap=True))
-    print_report(result.report, f"best epoch {result.best_epoch} of {len(result.history)}: "
-                                f"validation split ({result.report.count} clips"
-                                + ("" if result.grouped else "; may share people or scenes with training: no groups") + ")")
+    print_report(result.report, result.title)
     _write_curves(result)
     print(result.out)
 

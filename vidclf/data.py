@@ -209,6 +209,26 @@ def group_split(items: Sequence[LabelledVideo], val_fraction: float, seed: int, 
                        "add clips of more people or scenes, or give DATA/train and DATA/val folders")
 
 
+def group_folds(items: Sequence[LabelledVideo], folds: int, seed: int) -> list[int]:
+    """Each clip's fold (0 … folds-1) for cross-validation: whole groups to a fold, each class
+    spread evenly. Groups go largest first (seeded order among equals) to the fold where the
+    group's classes are scarcest."""
+    groups = sorted({group_key(item) for item in items})
+    classes = Counter((group_key(item), item.label) for item in items)
+    rng = np.random.default_rng(seed)
+    order = sorted(rng.permutation(len(groups)), key=lambda i: -sum(n for (g, _), n in classes.items() if g == groups[i]))
+    held: list[Counter[str]] = [Counter() for _ in range(folds)]
+    fold_of: dict[str, int] = {}
+    for index in order:
+        group = groups[index]
+        counts = {label: n for (g, label), n in classes.items() if g == group}
+        fold = min(range(folds), key=lambda f, counts=counts: (
+            sum((held[f][label] + n) ** 2 for label, n in counts.items()), sum(held[f].values()), f))
+        held[fold].update(counts)
+        fold_of[group] = fold
+    return [fold_of[group_key(item)] for item in items]
+
+
 # --- views and their cache ---------------------------------------------------------------------
 
 def clip_inputs(clip: Clip, spec: SamplingSpec) -> ClipInputs:

@@ -131,6 +131,7 @@ def training_curves(history: Sequence[Mapping[str, float]], out: Path) -> Path:
     best = max(range(len(history)),
                key=lambda i: (_finite(series["val_acc"][i]), -_finite(series["val_loss"][i], math.inf)))
     best_epoch = epochs[best]
+    has_val = any(math.isfinite(v) for v in series["val_acc"])  # none when choices were cross-validated
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
@@ -138,9 +139,9 @@ def training_curves(history: Sequence[Mapping[str, float]], out: Path) -> Path:
     marker = "o" if len(epochs) <= 40 else None  # markers would smear into a line beyond that
     for ax, kind, label in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
         ax.plot(epochs, series[f"train_{kind}"], marker=marker, markersize=4, label=f"train {label}")
-        ax.plot(epochs, series[f"val_{kind}"], marker=marker, markersize=4, label=f"val {label}")
-        ax.axvline(best_epoch, color="0.5", linestyle="--", linewidth=1,
-                   label=f"best epoch ({best_epoch})")
+        if has_val:
+            ax.plot(epochs, series[f"val_{kind}"], marker=marker, markersize=4, label=f"val {label}")
+            ax.axvline(best_epoch, color="0.5", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(label.capitalize())
@@ -155,9 +156,10 @@ def training_curves(history: Sequence[Mapping[str, float]], out: Path) -> Path:
     ax_loss.set_ylim(0, top * 1.08 if top > 0 else 1.0)  # headroom so the top point isn't clipped
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1.0))
-    best_acc = series["val_acc"][best]
-    ax_acc.plot([best_epoch], [best_acc], marker="*", markersize=14, color="tab:red", linestyle="none",
-                label=f"best val acc {best_acc:.1%}")
+    if has_val:
+        best_acc = series["val_acc"][best]
+        ax_acc.plot([best_epoch], [best_acc], marker="*", markersize=14, color="tab:red", linestyle="none",
+                    label=f"best val acc {best_acc:.1%}")
     ax_loss.legend(loc="best")
     ax_acc.legend(loc="best")
     return _save(fig, out)

@@ -9,8 +9,10 @@ an interrupted run resumes where it stopped. Why two stages: docs/design.md.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,13 +26,16 @@ from torch import Tensor, nn
 
 from vidclf.config import FLOWS, ModelConfig, SamplingSpec, TrainOptions
 from vidclf.data import (
-    ClipInputs, DatasetError, LabelledVideo, cache_dir, check_trainable, discover, file_digest, group_key,
-    init_worker, save_npz, stratified_split, view_cache_path, view_job,
+    ClipInputs, DatasetError, LabelledVideo, cache_dir, check_trainable, discover, file_digest, group_folds,
+    group_key, init_worker, save_npz, stratified_split, view_cache_path, view_job,
 )
 from vidclf.device import resolve_device
 from vidclf.files import atomic_write
 from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
 from vidclf.model import Lite0Features, VideoClassifier, fuse
+from vidclf.selection import (
+    CV_FOLDS, MAX_P, VAL_ENOUGH, Choice, choose_stream_weights, cross_validated_choice, significantly_better,
+)
 from vidclf.modelfile import ModelFileError, save_model
 from vidclf.motion import MIRROR_SIGNS
 from vidclf.progress import progress
@@ -40,8 +45,6 @@ VIEWS = 4  # cached samplings per training clip: 1 uniform + 3 seeded random
 WEIGHT_DECAY = 1e-2
 # Fine-tuning: Lite0 learns at lr × this, the heads at lr; a full lr wrecks the ImageNet features.
 BACKBONE_LR_SCALE = 0.1
-# A fine-tuned epoch replaces the frozen model only with a validation win this significant.
-FINETUNE_MAX_P = 0.05
 
 
 @dataclass
@@ -70,8 +73,8 @@ class Splits:
             log(f"{name}: {sum(counts.values())} clips" + (f" ({groups[name]} groups)" if groups else "")
                 + "  " + "  ".join(f"{k}={v}" for k, v in counts.items()))
         if groups is None:
-            log("note: clips have no groups, so validation may share people or scenes with training and "
-                "overrate the model on new ones; give --group REGEX or a manifest's group column")
+            log("note: clips have no groups, so validation (or a cross-validation fold) may share people or scenes "
+                "with training and overrate the model on new ones; give --group REGEX or a manifest's group column")
 
 
 View = tuple[int, int, ClipInputs]  # (clip index, view index, inputs)
@@ -113,7 +116,7 @@ class Stage:
 
     name: str
     epochs: int
-    checkpoint: Path
+    checkpoint: Path | None  # None: a cross-validation fold's model, never resumed
     patience: int  # early stop after this many epochs without a new best
 
 
@@ -148,7 +151,7 @@ class Best:
 
     def can_be_beaten_significantly(self) -> bool:
         """Whether any model could: at best it wins every clip this one misses and loses none."""
-        return self.val_misses() > 0 and sign_test_p(self.val_misses(), 0) <= FINETUNE_MAX_P
+        return self.val_misses() > 0 and sign_test_p(self.val_misses(), 0) <= MAX_P
 
     def to_dict(self) -> dict[str, object]:
         return {"epoch": self.epoch, "key": list(self.key), "state": self.state, "correct": self.correct,
@@ -158,13 +161,6 @@ class Best:
     def from_dict(cls, data: dict[str, object]) -> Best:
         return cls(int(data["epoch"]), tuple(float(k) for k in data["key"]), data["state"], data["correct"],
                    data["baseline"])
-
-
-def significantly_better(correct: Tensor, baseline: Tensor) -> bool:
-    """``correct`` beats ``baseline`` (per-clip right/wrong on the same clips): more clips won
-    than lost, with a one-sided sign-test p-value of at most ``FINETUNE_MAX_P``."""
-    wins, losses = int((correct & ~baseline).sum()), int((~correct & baseline).sum())
-    return wins > losses and sign_test_p(wins, losses) <= FINETUNE_MAX_P
 
 
 @dataclass
@@ -200,13 +196,11 @@ class Checkpoint:
 
 @dataclass
 class TrainResult:
-    best_epoch: int
-    best_val_acc: float
-    report: EvalReport  # the best model on the validation split
+    report: EvalReport  # on the validation split, or out of fold when choices were cross-validated
+    title: str  # what the report is on
     history: list[EpochRecord]
     skipped: list[str]
     out: Path
-    grouped: bool  # validation shares no group (person, scene) with training
 
 
 def checkpoint_path(out: Path, stage: str = "train") -> Path:
@@ -220,21 +214,29 @@ def metrics_csv_path(out: Path) -> Path:
 # --- planning the splits and preparing the inputs ------------------------------------------------
 
 def plan_splits(data: Path, val_split: float, seed: int, group: str | None = None) -> Splits:
-    """Find clips and split them: the dataset's own train/val(/test) or a seeded split that
-    keeps each group (``--group``) on one side."""
+    """Find clips and split them: the dataset's own train/val(/test), or a seeded split that
+    keeps each group (``--group``) on one side (see ``_auto_split``)."""
     found = discover(data, group)
     if "all" in found:
         labels = check_trainable(found["all"], data)
-        train, val = stratified_split(found["all"], val_split, seed)
-        return Splits(train, val, [], labels)
+        return Splits(*_auto_split(found["all"], val_split, seed), [], labels)
     labels = check_trainable(found.get("train", []), data / "train")
     if not found.get("val"):
-        train, val = stratified_split(found["train"], val_split, seed)
-        return Splits(train, val, found.get("test", []), labels)
+        return Splits(*_auto_split(found["train"], val_split, seed), found.get("test", []), labels)
     unknown = sorted({i.label for i in found["val"]} - set(labels))
     if unknown:
         raise DatasetError(f"{data / 'val'}: label(s) {', '.join(unknown)} have no training clips")
     return Splits(found["train"], found["val"], found.get("test", []), labels)
+
+
+def _auto_split(items: list[LabelledVideo], val_split: float, seed: int) -> tuple[list[LabelledVideo], list[LabelledVideo]]:
+    """A validation split of ``val_split``, or none (every clip trains, choices are
+    cross-validated) when it is 0 or would hold fewer than ``VAL_ENOUGH`` clips of some class."""
+    if val_split == 0:
+        return items, []
+    train, val = stratified_split(items, val_split, seed)
+    held = Counter(item.label for item in val)
+    return (items, []) if min(held[label] for label in {i.label for i in items}) < VAL_ENOUGH else (train, val)
 
 
 def decode_views(items: Sequence[LabelledVideo], spec: SamplingSpec, views: int, seed: int,
@@ -282,7 +284,9 @@ class Inputs:
     def train(self) -> Tensors:
         return self._stack(self.train_views, self.splits.train, self.options.hflip)
 
-    def val(self) -> Tensors:
+    def val(self) -> Tensors | None:
+        if not self.val_views:
+            return None
         if self.model.backbone_frozen not in self._val:
             self._val[self.model.backbone_frozen] = self._stack(self.val_views, self.splits.val, False)
         return self._val[self.model.backbone_frozen]
@@ -345,7 +349,7 @@ def prepare_inputs(model: VideoClassifier, splits: Splits, options: TrainOptions
     if empty:
         raise DatasetError(f"no decodable training clips left for class(es) {', '.join(empty)} "
                            f"({len(skipped)} clip(s) failed to decode)")
-    if not val_views:
+    if splits.val and not val_views:
         raise DatasetError("no decodable validation clips left")
     return Inputs(model, splits, options, device, log, train_views, val_views, skipped)
 
@@ -427,56 +431,6 @@ def fused_scores(heads: list[Tensor], weights: Tensor, targets: Tensor) -> tuple
     return loss, torch.softmax(logits.float(), dim=1).cpu()
 
 
-def weight_grid(streams: int, steps: int = 4) -> list[tuple[float, ...]]:
-    """Late-fusion weightings to try: every split of 1 into quarters among the streams,
-    nearest to equal first (a later one must do strictly better on validation to win)."""
-    def splits(left: int, parts: int) -> list[tuple[int, ...]]:
-        if parts == 1:
-            return [(left,)]
-        return [(first, *rest) for first in range(left + 1) for rest in splits(left - first, parts - 1)]
-
-    grid = [tuple(q / steps for q in split) for split in splits(steps, streams)]
-    return sorted(grid, key=lambda w: sum((x - 1 / streams) ** 2 for x in w))
-
-
-def head_weights(heads: list[tuple[str, str]], stream_share: dict[str, float], only: str | None = None) -> tuple[float, ...]:
-    """Each head's weight: its stream's share, split evenly among the stream's heads, or all on
-    the stream's ``only`` head ("lstm" or "mean") where it has one."""
-    weights = []
-    for name, part in heads:
-        parts = [p for n, p in heads if n == name]
-        kept = [p for p in parts if p == only] or parts
-        weights.append(stream_share[name] / len(kept) if part in kept else 0.0)
-    return tuple(weights)
-
-
-def choose_stream_weights(heads: list[tuple[str, str]], logits: list[Tensor], targets: Tensor) -> tuple[float, ...]:
-    """Weigh the streams by validation accuracy (then loss), given their heads' validation
-    logits: a stream that carries nothing for a task is turned down.
-
-    A stream with an LSTM and a mean head splits its weight evenly between them unless the LSTM
-    heads alone, or the mean heads alone, are strictly more accurate: at equal accuracy the loss
-    would pick the more confident LSTM heads, which generalise worse where order does not matter."""
-    targets = targets.to(logits[0].device)
-    streams = list(dict.fromkeys(name for name, _ in heads))
-
-    def best_weights(only: str | None) -> tuple[tuple[float, float], tuple[float, ...]]:
-        scored = []
-        for split in weight_grid(len(streams)):
-            weights = head_weights(heads, dict(zip(streams, split)), only)
-            fused = fuse(logits, weights)
-            scored.append((((fused.argmax(1) == targets).float().mean().item(),
-                            -nn.functional.cross_entropy(fused, targets).item()), weights))
-        return max(scored, key=lambda s: s[0])  # max keeps the first of equals: nearest to equal
-
-    chosen = best_weights(None)
-    for only in ("lstm", "mean") if len(heads) > len(streams) else ():
-        candidate = best_weights(only)
-        if candidate[0][0] > chosen[0][0]:  # accuracy alone: see the docstring
-            chosen = candidate
-    return chosen[1]
-
-
 # --- the epoch loop -----------------------------------------------------------------------------
 
 def make_optimizer(model: VideoClassifier, options: TrainOptions) -> torch.optim.AdamW:
@@ -553,18 +507,20 @@ def _resume(stage: Stage, model: VideoClassifier, optimizer: torch.optim.Optimiz
     return checkpoint
 
 
-def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOptions, device: torch.device,
-        log: Log, stage: Stage, history: Sequence[EpochRecord] = (), best: Best | None = None
-        ) -> tuple[Best, list[EpochRecord]]:
-    """One stage: AdamW + cosine decay over ``stage.epochs``, early stopping, a checkpoint after
-    every epoch. ``history`` and ``best`` carry over from an earlier stage (epochs are numbered
-    on from it), so the best epoch is the best of all stages."""
+def fit(model: VideoClassifier, train: Tensors, val: Tensors | None, options: TrainOptions, device: torch.device,
+        log: Log, stage: Stage, history: Sequence[EpochRecord] = (), best: Best | None = None,
+        after_epoch: Callable[[], None] = lambda: None) -> tuple[Best, list[EpochRecord]]:
+    """One stage: AdamW + cosine decay over ``stage.epochs``, a checkpoint after every epoch
+    (unless ``stage.checkpoint`` is None). With ``val``: early stopping, and the best epoch and
+    fusion weights chosen on it; without: the full schedule, and the model as it ends.
+    ``history`` and ``best`` carry over from an earlier stage (epochs are numbered on from it),
+    so the best epoch is the best of all stages."""
     optimizer = make_optimizer(model, options)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=stage.epochs)
     counts = torch.bincount(train.targets, minlength=len(model.config.labels)).float()
     weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device) if options.class_weights else None
     history, best, done = list(history), best or Best(), 0
-    if options.resume and stage.checkpoint.is_file():
+    if options.resume and stage.checkpoint is not None and stage.checkpoint.is_file():
         checkpoint = _resume(stage, model, optimizer, scheduler, log)
         history, best, done = checkpoint.history, checkpoint.best, checkpoint.stage_epochs_done
     before = len(history) - done  # epochs of earlier stages
@@ -579,18 +535,22 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors, options: TrainOpti
         train_loss, train_acc = _train_epoch(model, train, options, epoch, weight, optimizer, device)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val_loss, val_acc, correct = _validate(model, val, device)
+        val_loss, val_acc, correct = _validate(model, val, device) if val is not None else (math.nan, math.nan, None)
         history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr,
                                    time.perf_counter() - started, stage.name))
-        if best.beaten_by(val_acc, val_loss, correct):
+        if correct is not None and best.beaten_by(val_acc, val_loss, correct):
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best = best.replaced_by(epoch, val_acc, val_loss, state, correct)
-        log(f"{prefix}epoch {step}/{stage.epochs}  train loss {train_loss:.3f} acc {train_acc:.3f}  "
-            f"val loss {val_loss:.3f} acc {val_acc:.3f}  {history[-1].seconds:.1f}s"
-            + ("  *best" if best.epoch == epoch else ""))
-        write_metrics_csv(metrics_csv_path(options.out), history)
-        Checkpoint(model.config.to_dict(), stage.epochs, step, model.state_dict(), optimizer.state_dict(),
-                   scheduler.state_dict(), history, best).save(stage.checkpoint)
+        after_epoch()
+        log(f"{prefix}epoch {step}/{stage.epochs}  train loss {train_loss:.3f} acc {train_acc:.3f}"
+            + (f"  val loss {val_loss:.3f} acc {val_acc:.3f}" if val is not None else "")
+            + f"  {history[-1].seconds:.1f}s" + ("  *best" if best.epoch == epoch else ""))
+        if stage.checkpoint is not None:
+            write_metrics_csv(metrics_csv_path(options.out), history)
+            Checkpoint(model.config.to_dict(), stage.epochs, step, model.state_dict(), optimizer.state_dict(),
+                       scheduler.state_dict(), history, best).save(stage.checkpoint)
+    if val is None:
+        best = Best(len(history), state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
     assert best.state is not None, "no epoch ran"
     return best, history
 
@@ -618,7 +578,7 @@ def finetune_stage(inputs: Inputs, best: Best, history: list[EpochRecord], resum
     model, options, log = inputs.model, inputs.options, inputs.log
     if not resuming and not best.can_be_beaten_significantly():
         log(f"fine-tuning skipped: the frozen-backbone model misses {best.val_misses()} of {len(best.correct)} "
-            f"validation clips, too few for a fine-tuned one to beat it significantly (p ≤ {FINETUNE_MAX_P:g})")
+            f"validation clips, too few for a fine-tuned one to beat it significantly (p ≤ {MAX_P:g})")
         return best, history
     if best.state is not None:
         model.load_state_dict(best.state)
@@ -635,27 +595,111 @@ def finetune_stage(inputs: Inputs, best: Best, history: list[EpochRecord], resum
     return best, history
 
 
-def summarise(inputs: Inputs, best: Best, history: list[EpochRecord]) -> tuple[EvalReport, dict[str, object]]:
-    """The best model's validation report and the training summary stored in the model file."""
-    model, splits, options = inputs.model, inputs.splits, inputs.options
-    val = inputs.val()
-    _, probabilities = fused_scores(head_logits(model, val, inputs.device), model.stream_weights, val.targets)
-    report = evaluate_scores(splits.labels, [str(splits.val[c].path) for c, _, _ in inputs.val_views],
-                             [splits.labels[t] for t in val.targets.tolist()], probabilities.numpy())
-    record = history[best.epoch - 1]
+def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
+    """Choose the epochs and fusion weights by k-fold cross-validation by group over the
+    training clips (their cached inputs): a model per fold trains the full schedule on the other
+    folds and scores its held-out clips after every epoch. Returns the choice and the
+    out-of-fold report at it. Each finished fold is checkpointed for ``--resume``."""
+    model, options, splits, log = inputs.model, inputs.options, inputs.splits, inputs.log
+    data = inputs.train()
+    uniform = torch.tensor([view == 0 for _, view, _ in inputs.train_views])  # one row per clip
+    clips = [splits.train[c] for c in data.clip_index[uniform].tolist()]
+    folds = min(CV_FOLDS, len({group_key(item) for item in clips}))
+    clip_fold = torch.tensor(group_folds(clips, folds, options.seed))
+    row_fold = torch.full((len(splits.train),), -1).index_put_((data.clip_index[uniform],), clip_fold)[data.clip_index]
+    path, key = checkpoint_path(options.out, "cv"), [model.config.to_dict(), options.epochs, clip_fold.tolist()]
+    done = _load_folds(path, key) if options.resume else {}
+    if done:
+        log(f"resuming cross-validation from {path} with {len(done)} of {folds} folds done")
+    targets = data.targets[uniform]
+    log(f"choosing epochs and fusion weights by {folds}-fold cross-validation by group over {len(clips)} clips")
+    for fold in range(folds):
+        if fold not in done:
+            done[fold] = _fold_logits(inputs, data.select(row_fold != fold), data.select(uniform & (row_fold == fold)))
+            with atomic_write(path) as handle:
+                torch.save({"key": key, "folds": done}, handle)
+        right = fuse(done[fold][-1], model.stream_weights).argmax(1) == targets[clip_fold == fold]
+        log(f"fold {fold + 1}/{folds}: {int(right.sum())}/{len(right)} held-out clips right after the full schedule")
+    choice = cross_validated_choice(model.config.heads, _pooled(done, clip_fold), targets,
+                                    tuple(model.stream_weights.tolist()))
+    for note in choice.notes:
+        log(note)
+    _, probabilities = fused_scores(choice.logits, torch.tensor(choice.weights), targets)
+    report = evaluate_scores(splits.labels, [str(item.path) for item in clips],
+                             [splits.labels[t] for t in targets.tolist()], probabilities.numpy())
+    return choice, report
+
+
+def _fold_logits(inputs: Inputs, train: Tensors, held: Tensors) -> list[list[Tensor]]:
+    """A fresh copy of the untrained model fits ``train`` for the full schedule; every head's
+    logits on ``held`` after each epoch."""
+    model, logits = copy.deepcopy(inputs.model), []
+    fit(model, train, None, inputs.options, inputs.device, lambda line: None,
+        Stage("fold", inputs.options.epochs, None, inputs.options.epochs),
+        after_epoch=lambda: logits.append(head_logits(model, held, inputs.device)))
+    return logits
+
+
+def _pooled(done: dict[int, list[list[Tensor]]], clip_fold: Tensor) -> list[list[Tensor]]:
+    """Every clip's out-of-fold logits, in clip order: ``[epoch][head]`` of shape (clips, classes)."""
+    pooled = [[torch.empty(len(clip_fold), head.shape[1]) for head in epoch] for epoch in done[0]]
+    for fold, epochs in done.items():
+        for epoch, heads in zip(pooled, epochs):
+            for into, logits in zip(epoch, heads):
+                into[clip_fold == fold] = logits
+    return pooled
+
+
+def _load_folds(path: Path, key: list[object]) -> dict[int, list[list[Tensor]]]:
+    """The finished folds of an interrupted cross-validation with the same ``key``, if any."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state["folds"] if state["key"] == key else {}
+    except (OSError, RuntimeError, KeyError, EOFError):
+        return {}
+
+
+def final_stage(inputs: Inputs, choice: Choice) -> tuple[Best, list[EpochRecord]]:
+    """Every training clip, the cross-validated number of epochs, no early stop."""
+    options = inputs.options
+    stage = Stage("train", choice.epochs, checkpoint_path(options.out), options.patience)
+    return fit(inputs.model, inputs.train(), None, options, inputs.device, inputs.log, stage)
+
+
+def summarise(inputs: Inputs, best: Best, history: list[EpochRecord], cv: tuple[Choice, EvalReport] | None
+              ) -> tuple[EvalReport, str, dict[str, object]]:
+    """The report to print (out-of-fold when choices were cross-validated and there is no
+    validation split, else the final model on validation), its title, and the training
+    summary stored in the model file."""
+    model, splits, options, val = inputs.model, inputs.splits, inputs.options, inputs.val()
+    grouped = "" if splits.groups() is not None else "; may share people or scenes with training: no groups"
+    if val is not None:
+        _, probabilities = fused_scores(head_logits(model, val, inputs.device), model.stream_weights, val.targets)
+        report = evaluate_scores(splits.labels, [str(splits.val[c].path) for c, _, _ in inputs.val_views],
+                                 [splits.labels[t] for t in val.targets.tolist()], probabilities.numpy())
+        title = (f"best epoch {best.epoch} of {len(history)}: validation split ({report.count} clips{grouped})" if cv is None
+                 else f"validation split ({report.count} clips{grouped}; too few to choose on: choices cross-validated)")
+    if cv is not None:
+        choice, cv_report = cv
+        if val is None:
+            report, title = cv_report, (f"cross-validated, out of fold ({cv_report.count} clips{grouped}); "
+                                        f"the model trained on all of them for {choice.epochs} epochs")
     weights = dict(zip(model.config.head_names, model.stream_weights.tolist()))
     inputs.log("late fusion: head weights " + ", ".join(f"{name} {w:g}" for name, w in weights.items())
-               + " (chosen on validation)")
+               + (" (chosen on validation)" if cv is None else " (cross-validated)"))
+    record = history[best.epoch - 1]
     summary = {
         "data": str(options.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seed": options.seed, "counts": splits.counts(), "groups": splits.groups(), "skipped": inputs.skipped, "best_epoch": best.epoch,
-        "best_stage": record.stage, "epochs_run": len(history), "best_val_acc": record.val_acc,
-        "best_val_loss": record.val_loss, "val_top1": report.top1_line(), "val_mean_class_accuracy": report.mean_class_accuracy,
-        "val_per_class_recall": {label: m.recall for label, m in report.per_class.items()},
+        "seed": options.seed, "counts": splits.counts(), "groups": splits.groups(), "skipped": inputs.skipped,
+        "chosen_by": "validation" if cv is None else "cross-validation", "best_epoch": best.epoch,
+        "best_stage": record.stage, "epochs_run": len(history),
+        "best_val_acc": None if val is None else report.top1, "top1": report.top1_line(), "top1_on": title,
+        "mean_class_accuracy": report.mean_class_accuracy,
+        "per_class_recall": {label: m.recall for label, m in report.per_class.items()},
         "options": {k: str(getattr(v, "value", v)) for k, v in asdict(options).items()},
         "stream_weights": weights,
     }
-    return report, summary
+    return report, title, summary
 
 
 def train(options: TrainOptions, log: Log) -> TrainResult:
@@ -670,14 +714,22 @@ def train(options: TrainOptions, log: Log) -> TrainResult:
     splits.log(log)
     model = VideoClassifier(options.model_config(splits.labels)).to(device)
     inputs = prepare_inputs(model, splits, options, device, log)
-    resuming_finetune = options.resume and options.finetune_epochs > 0 and checkpoint_path(options.out, "finetune").is_file()
-    best, history = (Best(), []) if resuming_finetune else frozen_stage(inputs)
-    if options.finetune_epochs:
-        best, history = finetune_stage(inputs, best, history, resuming_finetune)
-    model.load_state_dict(best.state)
-    report, summary = summarise(inputs, best, history)
+    if not splits.val or min(splits.counts()["val"].values()) < VAL_ENOUGH:
+        cv = cross_validate(inputs)
+        best, history = final_stage(inputs, cv[0])
+        model.load_state_dict(best.state)
+        model.stream_weights.copy_(torch.tensor(cv[0].weights))
+        if options.finetune_epochs:
+            log("fine-tuning skipped: no validation split big enough to judge it on")
+    else:
+        cv = None
+        resuming_finetune = options.resume and options.finetune_epochs > 0 and checkpoint_path(options.out, "finetune").is_file()
+        best, history = (Best(), []) if resuming_finetune else frozen_stage(inputs)
+        if options.finetune_epochs:
+            best, history = finetune_stage(inputs, best, history, resuming_finetune)
+        model.load_state_dict(best.state)
+    report, title, summary = summarise(inputs, best, history, cv)
     save_model(model, options.out, summary, force=options.force)
-    for stage in ("train", "finetune"):
+    for stage in ("train", "finetune", "cv"):
         checkpoint_path(options.out, stage).unlink(missing_ok=True)
-    return TrainResult(best.epoch, history[best.epoch - 1].val_acc, report, history, inputs.skipped, options.out,
-                       splits.groups() is not None)
+    return TrainResult(report, title, history, inputs.skipped, options.out)

@@ -1,0 +1,112 @@
+"""Model selection: the late-fusion weights and the number of epochs, chosen on held-out clips.
+
+The held-out clips are the validation split when it is big enough to decide on (at least
+``VAL_ENOUGH`` clips in its smallest class); otherwise k-fold cross-validation by group over the
+training clips supplies them (``cross_validated_choice``): each clip is scored by a model that
+never saw its group (person, scene). Why the threshold and the significance rule: docs/design.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from vidclf.metrics import sign_test_p
+from vidclf.model import fuse
+
+MAX_P = 0.05  # a choice replaces the default only with a sign-test win this significant
+VAL_ENOUGH = 5  # validation clips in the smallest class below which decisions are cross-validated
+CV_FOLDS = 5
+
+
+def significantly_better(correct: Tensor, baseline: Tensor) -> bool:
+    """``correct`` beats ``baseline`` (per-clip right/wrong on the same clips): more clips won
+    than lost, with a one-sided sign-test p-value of at most ``MAX_P``."""
+    wins, losses = int((correct & ~baseline).sum()), int((~correct & baseline).sum())
+    return wins > losses and sign_test_p(wins, losses) <= MAX_P
+
+
+def weight_grid(streams: int, steps: int = 4) -> list[tuple[float, ...]]:
+    """Late-fusion weightings to try: every split of 1 into quarters among the streams,
+    nearest to equal first (a later one must do strictly better on validation to win)."""
+    def splits(left: int, parts: int) -> list[tuple[int, ...]]:
+        if parts == 1:
+            return [(left,)]
+        return [(first, *rest) for first in range(left + 1) for rest in splits(left - first, parts - 1)]
+
+    grid = [tuple(q / steps for q in split) for split in splits(steps, streams)]
+    return sorted(grid, key=lambda w: sum((x - 1 / streams) ** 2 for x in w))
+
+
+def head_weights(heads: list[tuple[str, str]], stream_share: dict[str, float], only: str | None = None) -> tuple[float, ...]:
+    """Each head's weight: its stream's share, split evenly among the stream's heads, or all on
+    the stream's ``only`` head ("lstm" or "mean") where it has one."""
+    weights = []
+    for name, part in heads:
+        parts = [p for n, p in heads if n == name]
+        kept = [p for p in parts if p == only] or parts
+        weights.append(stream_share[name] / len(kept) if part in kept else 0.0)
+    return tuple(weights)
+
+
+def choose_stream_weights(heads: list[tuple[str, str]], logits: list[Tensor], targets: Tensor) -> tuple[float, ...]:
+    """Weigh the streams by validation accuracy (then loss), given their heads' validation
+    logits: a stream that carries nothing for a task is turned down.
+
+    A stream with an LSTM and a mean head splits its weight evenly between them unless the LSTM
+    heads alone, or the mean heads alone, are strictly more accurate: at equal accuracy the loss
+    would pick the more confident LSTM heads, which generalise worse where order does not matter."""
+    targets = targets.to(logits[0].device)
+    streams = list(dict.fromkeys(name for name, _ in heads))
+
+    def best_weights(only: str | None) -> tuple[tuple[float, float], tuple[float, ...]]:
+        scored = []
+        for split in weight_grid(len(streams)):
+            weights = head_weights(heads, dict(zip(streams, split)), only)
+            fused = fuse(logits, weights)
+            scored.append((((fused.argmax(1) == targets).float().mean().item(),
+                            -nn.functional.cross_entropy(fused, targets).item()), weights))
+        return max(scored, key=lambda s: s[0])  # max keeps the first of equals: nearest to equal
+
+    chosen = best_weights(None)
+    for only in ("lstm", "mean") if len(heads) > len(streams) else ():
+        candidate = best_weights(only)
+        if candidate[0][0] > chosen[0][0]:  # accuracy alone: see the docstring
+            chosen = candidate
+    return chosen[1]
+
+
+
+@dataclass
+class Choice:
+    """What cross-validation chose, and the out-of-fold evidence for it."""
+
+    epochs: int
+    weights: tuple[float, ...]
+    logits: list[Tensor]  # every head's out-of-fold logits after ``epochs``
+    notes: list[str]  # one line per decision, for the log
+
+
+def cross_validated_choice(heads: list[tuple[str, str]], epoch_logits: list[list[Tensor]], targets: Tensor,
+                           default: tuple[float, ...]) -> Choice:
+    """The number of epochs and the fusion weights from out-of-fold logits (``epoch_logits[e]``:
+    every head's logits after epoch e + 1). The full schedule and the ``default`` weights stand
+    unless another choice beats them significantly on the out-of-fold clips."""
+    def right(logits: list[Tensor], weights: tuple[float, ...]) -> Tensor:
+        return fuse(logits, weights).argmax(1) == targets
+
+    correct = [right(logits, default) for logits in epoch_logits]
+    full, n = len(epoch_logits), len(targets)
+    best = max(range(full), key=lambda e: (float(correct[e].float().mean()), e))  # ties: the later epoch
+    epochs = best + 1 if significantly_better(correct[best], correct[-1]) else full
+    notes = [f"epochs: {epochs} of {full}: out of fold, {int(correct[-1].sum())}/{n} right after all {full} "
+             f"and {int(correct[best].sum())}/{n} at best (epoch {best + 1}), even weights"]
+    logits = epoch_logits[epochs - 1]
+    candidate = choose_stream_weights(heads, logits, targets)
+    weights = candidate if significantly_better(right(logits, candidate), correct[epochs - 1]) else default
+    notes.append(f"fusion weights: {'even' if weights == default else 'chosen'}: out of fold, "
+                 f"{int(correct[epochs - 1].sum())}/{n} right with even weights and "
+                 f"{int(right(logits, candidate).sum())}/{n} with the best weighting found")
+    notes = [note + f" (a choice must win with sign-test p ≤ {MAX_P:g})" for note in notes]
+    return Choice(epochs, weights, logits, notes)
