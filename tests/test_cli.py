@@ -116,7 +116,7 @@ def test_probe_batch_reports_failures_and_keeps_going(tmp_path: Path) -> None:
 def test_probe_all_failed_exit_code(tmp_path: Path) -> None:
     result = run_cli("probe", str(tmp_path))
     assert result.returncode == 3
-    assert "is a directory" in result.stderr
+    assert "no videos found in this folder" in result.stderr
 
 
 def test_usage_error_exit_code() -> None:

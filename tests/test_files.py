@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ def test_atomic_write_replaces_the_file_whole_and_leaves_no_temp_file(tmp_path: 
         handle.write("text")
     assert path.read_text(encoding="utf-8") == "text"
     assert [p.name for p in path.parent.iterdir()] == ["model.bin"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the permissions open() gives, not mkstemp's 0600
 
 
 def test_a_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
@@ -46,3 +50,47 @@ def test_two_writers_of_one_path_never_share_a_temp_file(tmp_path: Path) -> None
 def test_progress_bars_are_off_when_stderr_is_not_a_terminal() -> None:
     bar = progress(range(3), desc="x")
     assert bar.disable and list(bar) == [0, 1, 2]
+
+
+def test_a_write_over_the_size_limit_says_so_in_a_line_and_keeps_the_previous_file(tmp_path: Path) -> None:
+    """A real failing write: a child process under ``ulimit -f`` (SIGXFSZ ignored, as the CLI
+    does) writes more than the limit through ``atomic_write``."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"precious")
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    code = ("import sys; from pathlib import Path; from vidclf.files import atomic_write, NoRoomError\n"
+            "try:\n    with atomic_write(Path(sys.argv[1])) as f: f.write(b'x' * 100_000)\n"
+            "except NoRoomError as exc: print(exc)")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                            preexec_fn=limited, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{path}: cannot write: the file-size limit (ulimit -f) was reached; free some " \
+                            "space or write elsewhere (any earlier file there is intact)\n"
+    assert path.read_bytes() == b"precious" and [p.name for p in tmp_path.iterdir()] == ["model.bin"]
+
+
+def test_a_disk_that_fills_at_fsync_is_no_room_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Network and copy-on-write filesystems report ENOSPC late, at fsync: the same one line."""
+    import errno
+    import os
+
+    from vidclf.files import NoRoomError
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    path = tmp_path / "m.ckpt"
+    with pytest.raises(NoRoomError, match="m.ckpt: cannot write: no space left on the device"):
+        with atomic_write(path) as handle:
+            handle.write(b"data")
+    assert list(tmp_path.iterdir()) == []

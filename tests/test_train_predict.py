@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 import csv
 import io
 import json
@@ -34,16 +35,19 @@ def run_cli(*args: str, env: dict[str, str], stdin: str | None = None, cwd: Path
                           env=env, input=stdin, cwd=cwd, timeout=1200)
 
 
-def train_then_kill_9(args: list[str], checkpoint: Path, env: dict[str, str]) -> None:
-    """Start `vidclf train`, SIGKILL it just after it first writes ``checkpoint``."""
+def train_then_kill_9(args: list[str], checkpoint: Path, env: dict[str, str], sig: int = signal.SIGKILL
+                      ) -> tuple[int, str]:
+    """Start `vidclf train`, send it ``sig`` just after it first writes ``checkpoint``; its exit
+    status and stderr."""
     process = subprocess.Popen([sys.executable, "-m", "vidclf", *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(sig)
+    _, errors = process.communicate(timeout=120)
+    return process.returncode, errors
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +142,36 @@ def test_batch_with_bad_files_keeps_going(workspace: dict) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_named_folder_without_videos_is_an_error_never_silence(workspace: dict) -> None:
+    """`x.mp4/`, an empty folder named like a video: a record and an error line, in a batch
+    (exit 4) and alone (exit 3)."""
+    empty = workspace["root"] / "x.mp4"
+    empty.mkdir(exist_ok=True)
+    good = next((workspace["root"] / "test" / "grow").iterdir())
+    batch = run_cli("predict", str(empty), str(good), "-m", str(workspace["model"]), "-f", "jsonl", env=workspace["env"])
+    assert batch.returncode == 4, batch.stderr
+    records = [json.loads(line) for line in batch.stdout.splitlines()]
+    assert records[0]["video"] == str(empty) and "no videos found" in records[0]["error"] and "top" in records[1]
+    assert f"{empty}: no videos found in this folder" in batch.stderr
+    alone = run_cli("predict", str(empty), "-m", str(workspace["model"]), "-f", "jsonl", env=workspace["env"])
+    assert alone.returncode == 3 and "no videos found in this folder" in alone.stderr
+
+
+def test_shards_split_the_inputs_exactly_and_stably(workspace: dict) -> None:
+    """--shard I/N over the 24 test clips: the three shards' records are disjoint and together
+    every clip once; a shard is the same whatever the other inputs or their order."""
+    test = workspace["root"] / "test"
+    shards = [predict_jsonl(workspace, str(test), "--shard", f"{i}/3") for i in (1, 2, 3)]
+    videos = [[r["video"] for r in records] for records in shards]
+    assert sorted(v for shard in videos for v in shard) == sorted(str(p) for p in test.rglob("*.*"))
+    assert all(0 < len(shard) < 24 for shard in videos)
+    reordered = predict_jsonl(workspace, *reversed(sorted(str(p) for p in (test / "grow").iterdir())), "--shard", "2/3")
+    assert sorted(r["video"] for r in reordered) == sorted(v for v in videos[1] if "/grow/" in v)
+    for bad in ("0/3", "4/3", "x"):
+        refused = run_cli("predict", str(test), "-m", str(workspace["model"]), "--shard", bad, env=workspace["env"])
+        assert refused.returncode == 2 and "expected I/N with 1 ≤ I ≤ N" in refused.stderr
+
+
 def test_info_shows_the_model(workspace: dict) -> None:
     result = run_cli("info", str(workspace["model"]), "--json", env=workspace["env"])
     meta = json.loads(result.stdout)
@@ -174,15 +208,21 @@ def test_refusals_are_one_clear_line(workspace: dict, tmp_path: Path) -> None:
     assert missing.returncode == 3 and "no such model file" in missing.stderr
 
 
-def test_kill_9_then_resume_loses_at_most_one_epoch(workspace: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_kill_9_or_sigterm_then_resume_loses_at_most_one_epoch(workspace: dict, tmp_path: Path, sig: int) -> None:
+    """kill -9, or SIGTERM as Slurm, Kubernetes and `timeout` send it (exit 143, one line)."""
     env = workspace["env"]
     data = workspace["root"] / "train"
     out = tmp_path / "resumable.vidclf"
     args = ["train", str(data), "--out", str(out), "--preset", "motion", "--temporal", "lstm", "--epochs", "30",
             "--patience", "30", "--batch-size", "4", "--seed", "1", "--val-split", "0.25"]
     checkpoint = out.with_name(out.name + ".ckpt")
-    train_then_kill_9(args, checkpoint, env)
+    code, errors = train_then_kill_9(args, checkpoint, env, sig)
+    assert code == (-9 if sig == signal.SIGKILL else 143), errors[-2000:]
+    if sig == signal.SIGTERM:
+        assert errors.endswith("error: terminated (SIGTERM)\n")
     assert checkpoint.exists() and not out.exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # no half-written file left
     epochs_done = len(list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open())))
     resumed = run_cli(*args, "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr
@@ -403,6 +443,21 @@ def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict) -> None
     assert all(json.loads(line)["video"] == str(long_video) for line in lines)
 
 
+def test_sigterm_during_a_batch_finishes_the_video_in_flight_and_exits_143(workspace: dict) -> None:
+    """CSV writes a record as several rows: after SIGTERM every video written has all of its
+    rows, and the rest of the batch is not started."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vidclf", "predict", str(workspace["root"] / "test"), "-m", str(workspace["model"]),
+         "-f", "csv"], env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = [process.stdout.readline(), process.stdout.readline()]  # the header and a row: mid-batch
+    process.send_signal(signal.SIGTERM)
+    rest, errors = process.stdout.read(), process.stderr.read()  # (communicate would skip what readline buffered)
+    assert process.wait(timeout=60) == 143 and errors.endswith("error: terminated (SIGTERM)\n"), errors[-2000:]
+    rows = list(csv.DictReader([*first, *rest.splitlines()]))
+    videos = Counter(row["video"] for row in rows)
+    assert 1 <= len(videos) < 24 and set(videos.values()) == {len(CLASSES)}, videos
+
+
 def train_small(tmp_path: Path, classes: tuple[str, ...], clips_per_class: int, *options: str, seed: int = 4
                 ) -> tuple[subprocess.CompletedProcess, Path, dict]:
     """Train on freshly generated clips (one process, own cache); the run, model file and metadata."""
@@ -490,7 +545,7 @@ def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: 
 
 
 def test_val_split_0_cross_validates_and_resumes_after_kill_9_to_the_same_model(tmp_path: Path) -> None:
-    """--val-split 0: every clip trains, the choices come from 5-fold cross-validation (each
+    """--val-split 0: every clip trains, the choices come from 3-fold cross-validation (each
     finished fold checkpointed); killed mid-way and resumed, the run skips the finished folds and
     ends with the model an uninterrupted run makes."""
     import torch
@@ -506,13 +561,36 @@ def test_val_split_0_cross_validates_and_resumes_after_kill_9_to_the_same_model(
     resumed = run_cli(*args, "--out", str(out), "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming cross-validation from" in resumed.stderr and "val:" not in resumed.stderr
-    assert "train: 8 clips" in resumed.stderr and "by 5-fold cross-validation by group over 8 clips" in resumed.stderr
+    assert "train: 8 clips" in resumed.stderr and "by 3-fold cross-validation by group over 8 clips" in resumed.stderr
     assert "cross-validated, out of fold (8 clips; may share people" in resumed.stdout
     assert not folds.exists() and not out.with_name(out.name + ".ckpt").exists()
     whole = run_cli(*args, "--out", str(tmp_path / "whole.vidclf"), env=env)
     assert whole.returncode == 0, whole.stderr
     states = [torch.load(path, weights_only=True)["state_dict"] for path in (out, tmp_path / "whole.vidclf")]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_a_full_disk_while_training_is_one_line_and_leaves_no_partial_file(workspace: dict, tmp_path: Path) -> None:
+    """Under `ulimit -f` 1 MB the cached views (~60 kB each) fit and the first checkpoint does
+    not: exit 3, one line, the earlier model at --out untouched, no temp file anywhere."""
+    import resource
+    import shutil
+
+    out = tmp_path / "m.vidclf"
+    shutil.copy(workspace["model"], out)
+    before = out.read_bytes()
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    make_samples(tmp_path / "data", clips_per_class=3, seed=2, classes=("grow", "shrink"))
+    result = subprocess.run(
+        [sys.executable, "-m", "vidclf", "train", str(tmp_path / "data"), "--out", str(out), "--force",
+         "--preset", "motion", "--frames", "4", "--size", "48", "--epochs", "2", "--workers", "0"],
+        capture_output=True, text=True, env=env, timeout=600,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
+    assert result.returncode == 3, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: {out}.ckpt: cannot write: the file-size limit (ulimit -f) was reached")
+    assert out.read_bytes() == before and "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.tmp")) and not out.with_name(out.name + ".ckpt").exists()
 
 
 @pytest.mark.parametrize("option", REMOVED_TRAIN_OPTIONS)
@@ -542,8 +620,8 @@ def test_train_from_a_manifest_keeps_groups_apart_and_says_so(tmp_path: Path) ->
     grouped = run_cli("train", str(manifest), "--out", str(tmp_path / "g.vidclf"), *common, env=env)
     assert grouped.returncode == 0, grouped.stderr
     assert "train: 8 clips (4 groups)" in grouped.stderr and "val:" not in grouped.stderr
-    assert "by 4-fold cross-validation by group over 8 clips" in grouped.stderr
-    assert grouped.stderr.count("held-out clips right after the full schedule") == 4
+    assert "by 3-fold cross-validation by group over 8 clips" in grouped.stderr
+    assert grouped.stderr.count("held-out clips right after the full schedule") == 3
     assert "epoch 2/2" in grouped.stderr and "(cross-validated)" in grouped.stderr
     assert "cross-validated, out of fold (8 clips)" in grouped.stdout and "top-1 correct [95% CI]" in grouped.stdout
     assert "may share people" not in grouped.stdout + grouped.stderr

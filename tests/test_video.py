@@ -239,7 +239,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_directory(tmp_path: Path) -> None:
-    with pytest.raises(NotAFileError, match="is a directory"):
+    with pytest.raises(NotAFileError, match="no videos found in this folder"):
         probe(tmp_path)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from vidclf import __version__
 from vidclf.config import PRESETS, PresetName, Temporal, TrainOptions
 from vidclf.device import Device
 from vidclf.errors import VidclfError
+from vidclf.files import NO_ROOM
 
 
 class ExitCode(IntEnum):
@@ -34,6 +36,26 @@ class ExitCode(IntEnum):
     PARTIAL = 4  # batch work: some inputs failed, results for the others were written
     INTERRUPTED = 130  # Ctrl-C
     BROKEN_PIPE = 141  # stdout closed by the reader (128 + SIGPIPE, as shells report it)
+    TERMINATED = 143  # SIGTERM (Slurm, Kubernetes, timeout): 128 + 15
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: work stops as on Ctrl-C (training keeps its last finished epoch's checkpoint)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def sigterm_after_each(stop: list[bool]) -> Iterator[None]:
+    """In a batch, SIGTERM sets ``stop[0]`` instead of stopping at once: the caller finishes and
+    writes the video in flight, then raises ``Terminated`` (so every written record is whole)."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.__setitem__(0, True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 app = typer.Typer(
@@ -69,8 +91,10 @@ def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
     """Classify videos: [bold]vidclf predict clip.mp4[/bold]. Exit codes: 0 ok, 1 internal
-    error, 2 usage, 3 unusable input, 4 some inputs failed, 130 interrupted."""
+    error, 2 usage, 3 unusable input, 4 some inputs failed, 130 interrupted, 143 terminated."""
     _state["debug"] = debug
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over `ulimit -f`, a write fails (and says so) instead of killing vidclf
     if not debug:
         # FFmpeg prints codec chatter ("non-intra slice in an IDR NAL unit") straight to stderr;
         # vidclf reports what matters itself. --debug (or setting the variable) shows it.
@@ -100,6 +124,9 @@ def _handled() -> Iterator[None]:
         yield
     except (typer.Exit, typer.Abort):
         raise
+    except Terminated:
+        error_line("terminated (SIGTERM)")
+        raise typer.Exit(ExitCode.TERMINATED) from None
     except KeyboardInterrupt:
         error_line("interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
@@ -115,6 +142,9 @@ def _handled() -> Iterator[None]:
     except Exception as exc:
         if _state["debug"]:
             raise
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:  # a full disk under streamed output (-o, stdout)
+            error_line(_escape(f"{exc.filename or 'output'}: cannot write: {NO_ROOM[exc.errno]}; free some space"))
+            raise typer.Exit(ExitCode.INPUT) from None
         error_line(_escape(f"internal error: {type(exc).__name__}: {exc} (run with --debug for "
                            "the traceback and please report it)"))
         raise typer.Exit(ExitCode.INTERNAL) from None
@@ -301,6 +331,7 @@ def predict(
     min_score: Annotated[float, typer.Option("--min-score", min=0.0, max=1.0, help="Timeline: drop windows whose top score is lower.")] = 0.0,
     camera: Annotated[Optional[int], typer.Option("--camera", min=0, help="Read a camera (device index) instead of files; needs --window.", show_default=False)] = None,
     device: Annotated[Device, typer.Option(help=DEVICE_HELP)] = Device.AUTO,
+    shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Only the inputs in shard I of N (1 ≤ I ≤ N), chosen by a hash of each input's name: run N jobs, concatenate their outputs.", show_default=False)] = None,
 ) -> None:
     """Rank labels for videos, or for each window of a long video or live stream (--window).
 
@@ -310,9 +341,10 @@ def predict(
       [bold]find . -name '*.mp4' | vidclf predict - --format csv -o results.csv[/bold]
       [bold]vidclf predict long.mp4 --window 2 --format srt -o long.srt[/bold]
       [bold]vidclf predict rtsp://cam/stream --window 2 -f jsonl | jq -r 'select(.top == "fall") | .start_s'[/bold]
+      [bold]vidclf predict archive/ --shard $SLURM_ARRAY_TASK_ID/16 -f jsonl -o part-$SLURM_ARRAY_TASK_ID.jsonl[/bold]
     """
     from vidclf.output import TIMELINE_WRITERS, WRITERS, get_writer
-    from vidclf.predict import DEFAULT_MODEL, Predictor, expand_inputs
+    from vidclf.predict import DEFAULT_MODEL, Predictor, expand_inputs, in_shard
     from vidclf.device import resolve_device
     from vidclf.video import source_name
 
@@ -324,35 +356,61 @@ def predict(
     if fmt is not None and fmt not in writers:
         raise UserFacingError(f"--format {fmt}: use one of {', '.join(writers)}"
                               + ("" if window else " (srt needs --window)"), ExitCode.USAGE)
+    part = _parse_shard(shard) if shard is not None else None
     predictor = Predictor(model or DEFAULT_MODEL, resolve_device(device))
     stream = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     writer = get_writer(fmt or ("table" if stream.isatty() else "jsonl"), stream, top_k, timeline=bool(window))
     sources = [camera] if camera is not None else expand_inputs(videos or [])
+    if part is not None:
+        sources = (source for source in sources if in_shard(source, part))
     total = failures = 0
+    stop = [False]  # set by SIGTERM: the video in flight is finished and written, then vidclf stops
+
+    def write_segment(name: str, segment: object) -> None:
+        writer.write_segment(name, segment)
+        if stop[0]:  # a stream may never end: stop after this window
+            raise Terminated
+
     try:
-        for source in sources:
-            name = source_name(source)
-            if window:
-                prediction = predictor.timeline(source, window, stride or window / 2, smooth, min_score,
-                                                on_segment=lambda segment: writer.write_segment(name, segment))
-            else:
-                prediction = predictor.predict(source, clips)
-            total += 1
-            for warning in prediction.warnings:
-                warning_line(_escape(f"{prediction.video}: {warning}"))
-            if prediction.error is not None:
-                failures += 1
-                error_line(_escape(f"{prediction.video}: {prediction.error}"))
-            writer.write(prediction)
+        with sigterm_after_each(stop):
+            for source in sources:
+                name = source_name(source)
+                if window:
+                    prediction = predictor.timeline(source, window, stride or window / 2, smooth, min_score,
+                                                    on_segment=lambda segment: write_segment(name, segment))
+                else:
+                    prediction = predictor.predict(source, clips)
+                total += 1
+                for warning in prediction.warnings:
+                    warning_line(_escape(f"{prediction.video}: {warning}"))
+                if prediction.error is not None:
+                    failures += 1
+                    error_line(_escape(f"{prediction.video}: {prediction.error}"))
+                writer.write(prediction)
+                if stop[0]:
+                    raise Terminated
     finally:
         writer.close()
         if output:
             stream.close()
-    if total == 0:
+    if total == 0 and part is None:
         raise UserFacingError("no videos found in the given inputs")
+    if total == 0:
+        stderr.print(f"shard {shard}: none of the inputs falls in this shard")
     if failures:
         stderr.print(f"{failures} of {total} video(s) failed")
     raise typer.Exit(batch_exit_code(failures, total))
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` → (I, N), or a usage error."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index = count = 0
+    if not 1 <= index <= count:
+        raise UserFacingError(f"--shard {text}: expected I/N with 1 ≤ I ≤ N, e.g. 3/8", ExitCode.USAGE)
+    return index, count
 
 
 @command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -64,8 +65,8 @@ class Prediction:
 
 
 def expand_inputs(inputs: Iterable[str], stdin: Iterable[str] = sys.stdin) -> Iterator[Path | str]:
-    """Files as given, folders searched recursively for videos, stream URLs as they are,
-    ``-`` = one path per stdin line."""
+    """Files as given, folders searched recursively for videos (a folder with none, as itself: it
+    fails as an input), stream URLs as they are, ``-`` = one path per stdin line."""
     for item in inputs:
         if item == "-":
             yield from (Path(line.rstrip("\n")) for line in stdin if line.strip())
@@ -74,10 +75,15 @@ def expand_inputs(inputs: Iterable[str], stdin: Iterable[str] = sys.stdin) -> It
             yield item
             continue
         path = Path(item)
-        if path.is_dir():
-            yield from find_videos(path)
-        else:
-            yield path  # missing or bad files fail later with their own message
+        videos = find_videos(path) if path.is_dir() else []
+        yield from videos or [path]  # missing or bad files, and folders without videos, fail later with their own message
+
+
+def in_shard(source: Path | str, shard: tuple[int, int]) -> bool:
+    """Whether input ``source`` falls in shard (i, n) (1 ≤ i ≤ n): by a hash of its name, so a
+    video's shard never depends on the other inputs, their order or the machine."""
+    index, count = shard
+    return int.from_bytes(hashlib.sha256(str(source).encode()).digest()[:8], "big") % count == index - 1
 
 
 class Predictor:

@@ -211,9 +211,11 @@ def _check_file(path: Path) -> None:
     """Raise the specific VideoError for paths that cannot even be attempted."""
     if not path.exists():
         raise VideoNotFoundError(path, "no such file; check the path")
+    if path.is_dir():
+        raise NotAFileError(path, "is a folder; pass its video files" if find_videos(path) else
+                            "no videos found in this folder (searched recursively by file extension)")
     if not path.is_file():
-        kind = "a directory" if path.is_dir() else "not a regular file"
-        raise NotAFileError(path, f"is {kind}; pass a video file (directories: use predict)")
+        raise NotAFileError(path, "is not a regular file; pass a video file")
     try:
         with path.open("rb") as handle:
             first = handle.read(1)
