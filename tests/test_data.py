@@ -151,6 +151,19 @@ def test_the_two_flows_stack_as_two_channel_pairs() -> None:
     assert np.array_equal(clip_motion(frames, 8, flows=("dis", "farneback")), np.concatenate([dis, farneback], 1))
 
 
+def test_clip_inputs_computes_only_the_flows_asked_for_in_their_own_channels(tmp_path: Path) -> None:
+    """What prediction asks for when a model gives DIS no weight: Farneback's maps exactly as
+    in the full inputs, DIS's left at zero."""
+    from vidclf.data import clip_inputs
+    from vidclf.video import sample_frames
+
+    spec = sampling(frames=6, size=32, motion_size=8)
+    clip = sample_frames(write_indexed_video(tmp_path / "v.avi", 30), spec.frames, spec.size, "uniform")
+    full, farneback_only = clip_inputs(clip, spec), clip_inputs(clip, spec, ["farneback"])
+    assert np.array_equal(farneback_only.motion[:, :2], full.motion[:, :2]) and np.abs(full.motion[:, 2:]).max() > 0
+    assert not farneback_only.motion[:, 2:].any() and np.array_equal(farneback_only.rgb, full.rgb)
+
+
 # --- groups and manifests ------------------------------------------------------------------------
 
 PEOPLE_LAYOUT = [f"{action}/{person}_{action}.avi" for action in ("bend", "jump", "wave")

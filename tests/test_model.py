@@ -241,6 +241,23 @@ def test_fuse_is_the_weighted_sum_of_log_probabilities_and_forward_uses_the_save
     assert model.stream_weights.tolist() == [0.25, 0.25, 0.5]
 
 
+def test_heads_of_weight_0_are_not_computed_and_their_inputs_never_read() -> None:
+    """Appearance and DIS heads at weight 0: the same scores, Lite0 never runs, and the DIS
+    maps (what prediction leaves at zero) do not matter."""
+    model = lite0(temporal="lstm+mean").eval()
+    names = model.config.head_names
+    model.stream_weights.copy_(torch.tensor([0.5 if name.startswith("farneback") else 0.0 for name in names]))
+    assert model.used_streams == {"farneback"}
+    rgb, motion = make_inputs(2, 6)
+    lengths = torch.tensor([6, 4])
+    expected = fuse(model.head_logits(lengths, rgb=rgb, motion=motion), model.stream_weights)
+    calls = []
+    model.backbone.register_forward_hook(lambda *args: calls.append(1))
+    no_dis = motion.clone()
+    no_dis[:, :, 2:] = 0
+    assert torch.allclose(model(lengths, rgb=None, motion=no_dis), expected, atol=1e-6) and not calls
+
+
 # --- model file -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backbone,frozen", [("none", True), ("lite0", True), ("lite0", False)])

@@ -231,7 +231,9 @@ def group_folds(items: Sequence[LabelledVideo], folds: int, seed: int) -> list[i
 
 # --- views and their cache ---------------------------------------------------------------------
 
-def clip_inputs(clip: Clip, spec: SamplingSpec) -> ClipInputs:
+def clip_inputs(clip: Clip, spec: SamplingSpec, flows: Sequence[str] = FLOWS) -> ClipInputs:
+    """The model inputs of a sampled clip; the motion maps of flows not in ``flows`` stay zero
+    (a model that gives their heads no weight never reads them)."""
     frames = clip.frames
     length = spec.frames
     if len(np.unique(clip.indices)) < len(clip.indices):  # keep each real frame once and pad
@@ -241,7 +243,10 @@ def clip_inputs(clip: Clip, spec: SamplingSpec) -> ClipInputs:
         frames = np.zeros_like(frames)
         frames[:length] = real
     motion = np.zeros((spec.frames, 2 * len(FLOWS), spec.motion_size, spec.motion_size), np.float16)
-    motion[:length] = clip_motion(frames[:length], spec.motion_size)
+    computed = clip_motion(frames[:length], spec.motion_size, flows)
+    for k, flow in enumerate(flows):
+        channel = 2 * FLOWS.index(flow)
+        motion[:length, channel : channel + 2] = computed[:, 2 * k : 2 * k + 2]
     return ClipInputs(rgb=frames, motion=motion, length=length)
 
 

@@ -172,21 +172,39 @@ class VideoClassifier(nn.Module):
 
     def forward(self, lengths: Tensor, rgb: Tensor | None = None, motion: Tensor | None = None,
                 appearance: Tensor | None = None) -> Tensor:
-        """Fused class scores (B, num_labels); see ``head_logits``."""
-        return fuse(self.head_logits(lengths, rgb, motion, appearance), self.stream_weights)
+        """Fused class scores (B, num_labels); see ``head_logits``. Heads whose fusion weight is
+        0 are not computed, nor the streams only they read (Lite0 itself, when no appearance
+        head counts): they cannot change the scores."""
+        used = [n for n, weight in enumerate(self.stream_weights.tolist()) if weight != 0]
+        return fuse(self.head_logits(lengths, rgb, motion, appearance, used), self.stream_weights[used])
+
+    @property
+    def used_streams(self) -> set[str]:
+        """The streams a prediction reads: those with a head of nonzero weight."""
+        return {stream for (stream, _), weight in zip(self.config.heads, self.stream_weights.tolist()) if weight != 0}
 
     def head_logits(self, lengths: Tensor, rgb: Tensor | None = None, motion: Tensor | None = None,
-                    appearance: Tensor | None = None) -> list[Tensor]:
-        """Each head's logits, in ``config.heads`` order. ``lengths[b]``: clip b's real steps
-        (later ones are padding). Appearance comes as frames ``rgb`` or as cached Lite0
-        ``appearance`` features; ``motion`` is (B, T, 4, M, M), Farneback's (dx, dy) then DIS's."""
+                    appearance: Tensor | None = None, heads: Sequence[int] | None = None) -> list[Tensor]:
+        """Each head's logits, in ``config.heads`` order (only those in ``heads``, if given).
+        ``lengths[b]``: clip b's real steps (later ones are padding). Appearance comes as frames
+        ``rgb`` or as cached Lite0 ``appearance`` features; ``motion`` is (B, T, 4, M, M),
+        Farneback's (dx, dy) then DIS's."""
+        wanted = list(range(len(self.heads)) if heads is None else heads)
+        needed = [self.config.heads[n] for n in wanted]
+        streams = {stream for stream, _ in needed}
         inputs = {"appearance": appearance if appearance is not None else self.appearance_features(rgb)
-                  } if self.backbone is not None else {}
-        inputs |= dict(zip(self.flows, motion.split(FLOW_CHANNELS, dim=2)))
-        features = {s: _per_step(self._main_encoder(s), x) for s, x in inputs.items()}
-        mean_features = {s: _per_step(encoder, inputs[s]) for s, encoder in self.mean_encoders.items()}
-        return [head(mean_features.get(s, features[s]) if kind == "mean" else features[s], lengths)
-                for head, (s, kind) in zip(self.heads, self.config.heads)]
+                  } if "appearance" in streams else {}
+        inputs |= {s: x for s, x in zip(self.flows, motion.split(FLOW_CHANNELS, dim=2)) if s in streams}
+        main = {s for s, kind in needed if not self._reads_mean_encoder(s, kind)}
+        features = {s: _per_step(self._main_encoder(s), x) for s, x in inputs.items() if s in main}
+        mean_features = {s: _per_step(encoder, inputs[s]) for s, encoder in self.mean_encoders.items()
+                         if (s, "mean") in needed}
+        return [self.heads[n](mean_features[s] if self._reads_mean_encoder(s, kind) else features[s], lengths)
+                for n, (s, kind) in zip(wanted, needed)]
+
+    def _reads_mean_encoder(self, stream: str, kind: str) -> bool:
+        """Whether a head reads its stream's own mean encoder (the stream has an LSTM head too)."""
+        return kind == "mean" and stream in self.mean_encoders
 
     def _main_encoder(self, stream: str) -> nn.Module:
         """The encoder a stream's LSTM head (or its only head) reads."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidclf.config import FLOWS
 from vidclf.data import clip_inputs
 from vidclf.modelfile import LoadedModel, load_model
 from vidclf.video import Clip, Source, VideoError, find_videos, is_stream_url, iter_windows, sample_frames, source_name
@@ -109,11 +110,12 @@ class Predictor:
 
     def probabilities(self, clips: Sequence[Clip]) -> np.ndarray:
         """Class probabilities ``(len(clips), C)`` for sampled clips, in one batch."""
-        inputs = [clip_inputs(clip, self.spec) for clip in clips]
         model = self.loaded.model
+        used = model.used_streams  # a stream whose heads all weigh 0 is neither computed nor read
+        inputs = [clip_inputs(clip, self.spec, [flow for flow in FLOWS if flow in used]) for clip in clips]
         lengths = torch.tensor([i.length for i in inputs])
         motion = torch.from_numpy(np.stack([i.motion for i in inputs]).astype(np.float32)).to(self.device)
-        rgb = None if model.backbone is None else torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device)
+        rgb = torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device) if "appearance" in used else None
         with torch.inference_mode():
             logits = model(lengths, rgb=rgb, motion=motion)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
