@@ -164,3 +164,27 @@ def test_finetuning_a_motion_only_network_is_a_usage_error(tmp_path: Path) -> No
     assert result.returncode == 2, result.stderr
     assert "--finetune-epochs needs an appearance backbone; --preset motion has none" in result.stderr
     assert "Traceback" not in result.stderr and not out.exists()
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_clips"
+
+
+def test_device_cuda_without_cuda_is_one_clear_line() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal cannot happen here")
+    result = run_cli("predict", str(SAMPLES / "grow" / "grow_000.mp4"), "--device", "cuda")
+    assert result.returncode == 3 and result.stdout == ""
+    assert result.stderr == "error: --device cuda: no CUDA device is available; use --device cpu or auto\n"
+
+
+def test_a_reader_that_goes_away_stops_predict_quietly_with_141(tmp_path: Path) -> None:
+    """`vidclf predict dir/ | head -1`: exit 141 (128 + SIGPIPE), no error message."""
+    process = subprocess.Popen([sys.executable, "-m", "vidclf", "predict", str(SAMPLES), "-f", "jsonl"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path)})
+    assert json.loads(process.stdout.readline())["top"]
+    process.stdout.close()
+    errors = process.stderr.read()
+    assert process.wait(timeout=120) == 141 and errors == "", errors

@@ -485,6 +485,20 @@ def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
     assert len({k[1] for k in keys}) == 2 and not any(k[2] == "lstm" for k in keys)
 
 
+def test_class_weights_train_an_imbalanced_set_and_are_recorded(tmp_path: Path) -> None:
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    written = make_samples(tmp_path / "data", clips_per_class=6, seed=9, classes=("grow", "shrink"))
+    for path in sorted(p for p in written if p.parent.name == "grow")[3:]:
+        path.unlink()  # grow 3, shrink 6
+    out = tmp_path / "w.vidclf"
+    result = run_cli("train", str(tmp_path / "data"), "--out", str(out), "--class-weights", "--preset", "motion",
+                     "--epochs", "2", "--frames", "4", "--workers", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "train: 9 clips  grow=3  shrink=6" in result.stderr
+    meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+    assert meta["training"]["options"]["class_weights"] == "True"
+
+
 def test_appearance_preset_gives_the_appearance_stream_only_its_mean_head(tmp_path: Path) -> None:
     _, out, meta = train_small(tmp_path, ("grow", "shrink"), 3, "--preset", "appearance", "--size", "48",
                                "--frames", "4", "--epochs", "1", "--finetune-epochs", "0")
