@@ -607,6 +607,24 @@ def test_a_full_disk_while_training_is_one_line_and_leaves_no_partial_file(works
     assert not list(tmp_path.rglob("*.tmp")) and not out.with_name(out.name + ".ckpt").exists()
 
 
+def test_resume_refuses_other_options_or_data_by_name_and_force_starts_over(tmp_path: Path) -> None:
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    written = make_samples(tmp_path / "data", clips_per_class=10, seed=7, classes=("grow", "shrink"))
+    out = tmp_path / "r.vidclf"
+    args = ["train", str(tmp_path / "data"), "--out", str(out), "--preset", "motion", "--frames", "4", "--epochs", "100",
+            "--patience", "100", "--val-split", "0.5", "--workers", "0"]
+    train_then_kill_9(args, out.with_name(out.name + ".ckpt"), env)
+    other_lr = run_cli(*args, "--lr", "0.001", "--resume", env=env)
+    assert other_lr.returncode == 3 and other_lr.stderr.count("error:") == 1
+    assert "r.vidclf.ckpt: was made with --lr 0.002, not 0.001; rerun with the same options and data, or add " \
+           "--force to start over" in other_lr.stderr
+    sorted(written)[0].unlink()
+    other_data = run_cli(*args, "--resume", env=env)
+    assert other_data.returncode == 3 and "was made from other data (20 clips then, 19 now" in other_data.stderr
+    forced = run_cli(*args, "--lr", "0.001", "--resume", "--force", env=env)
+    assert forced.returncode == 0 and "--force: starting over" in forced.stderr and "resuming from" not in forced.stderr
+
+
 @pytest.mark.parametrize("option", REMOVED_TRAIN_OPTIONS)
 def test_removed_train_options_are_usage_errors(option: str, tmp_path: Path) -> None:
     """Options of earlier versions are refused by the parser, before any work: were one

@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -118,6 +120,7 @@ class Stage:
     epochs: int
     checkpoint: Path | None  # None: a cross-validation fold's model, never resumed
     patience: int  # early stop after this many epochs without a new best
+    identity: dict[str, object] = field(default_factory=dict)  # what resuming must match: Inputs.identity
 
 
 @dataclass
@@ -168,6 +171,7 @@ class Checkpoint:
     """Everything a stage needs to resume after its last finished epoch."""
 
     config: dict[str, object]
+    identity: dict[str, object]
     epochs: int
     stage_epochs_done: int
     model: dict[str, Tensor]
@@ -283,6 +287,18 @@ class Inputs:
 
     def train(self) -> Tensors:
         return self._stack(self.train_views, self.splits.train, self.options.hflip)
+
+    def identity(self) -> dict[str, object]:
+        """What a checkpoint must match to be resumed: every option that changes the model (not
+        --out, --workers, --device, --force, --resume) and the clips: their paths relative to
+        DATA, labels, groups, splits and sizes."""
+        options = {name: str(getattr(value, "value", value)) for name, value in asdict(self.options).items()
+                   if name not in ("data", "out", "workers", "device", "force", "resume")}
+        root = self.options.data if self.options.data.is_dir() else self.options.data.parent
+        clips = sorted((split, os.path.relpath(item.path, root), item.label, item.group or "", item.path.stat().st_size)
+                       for split, items in self.splits.parts().items() for item in items)
+        digest = hashlib.sha256(json.dumps(clips).encode()).hexdigest()
+        return {"options": options, "data": {"clips": len(clips), "sha256": digest}}
 
     def val(self) -> Tensors | None:
         if not self.val_views:
@@ -495,16 +511,37 @@ def _validate(model: VideoClassifier, val: Tensors, device: torch.device) -> tup
 
 
 def _resume(stage: Stage, model: VideoClassifier, optimizer: torch.optim.Optimizer,
-            scheduler: torch.optim.lr_scheduler.LRScheduler, log: Log) -> Checkpoint:
+            scheduler: torch.optim.lr_scheduler.LRScheduler, force: bool, log: Log) -> Checkpoint | None:
+    """The stage's checkpoint, loaded into the model, optimiser and schedule, if it was made by
+    this run's options and data; else an error naming the difference (with ``force``: a note,
+    and None: the stage starts over)."""
     checkpoint = Checkpoint.load(stage.checkpoint)
-    if checkpoint.config != model.config.to_dict() or checkpoint.epochs != stage.epochs:
-        raise DatasetError(f"{stage.checkpoint}: was made with other settings (model options, labels or "
-                           "--epochs); rerun with the same options, or drop --resume")
+    difference = _difference(checkpoint, model.config.to_dict(), stage)
+    if difference is not None:
+        if not force:
+            raise DatasetError(f"{stage.checkpoint}: was made {difference}; rerun with the same options and data, "
+                               "or add --force to start over")
+        log(f"note: {stage.checkpoint} was made {difference}; --force: starting over")
+        return None
     model.load_state_dict(checkpoint.model)
     optimizer.load_state_dict(checkpoint.optimizer)
     scheduler.load_state_dict(checkpoint.scheduler)
     log(f"resuming from {stage.checkpoint} after epoch {len(checkpoint.history)}")
     return checkpoint
+
+
+def _difference(checkpoint: Checkpoint, config: dict[str, object], stage: Stage) -> str | None:
+    """How the run that made ``checkpoint`` differs from this one, in words, or None."""
+    then, now = checkpoint.identity.get("options", {}), stage.identity.get("options", {})
+    for name in sorted(set(then) | set(now)):
+        if then.get(name) != now.get(name):
+            return f"with --{name.replace('_', '-')} {then.get(name)}, not {now.get(name)}"
+    if checkpoint.identity.get("data") != stage.identity.get("data"):
+        clips = checkpoint.identity.get("data", {}).get("clips")
+        return f"from other data ({clips} clips then, {stage.identity['data']['clips']} now, or other files)"
+    if checkpoint.config != config or checkpoint.epochs != stage.epochs:
+        return "with another network or labels"
+    return None
 
 
 def fit(model: VideoClassifier, train: Tensors, val: Tensors | None, options: TrainOptions, device: torch.device,
@@ -520,8 +557,10 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors | None, options: Tr
     counts = torch.bincount(train.targets, minlength=len(model.config.labels)).float()
     weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device) if options.class_weights else None
     history, best, done = list(history), best or Best(), 0
+    checkpoint = None
     if options.resume and stage.checkpoint is not None and stage.checkpoint.is_file():
-        checkpoint = _resume(stage, model, optimizer, scheduler, log)
+        checkpoint = _resume(stage, model, optimizer, scheduler, options.force, log)
+    if checkpoint is not None:
         history, best, done = checkpoint.history, checkpoint.best, checkpoint.stage_epochs_done
     before = len(history) - done  # epochs of earlier stages
     prefix = "" if stage.name == "train" else f"{stage.name} "
@@ -547,7 +586,7 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors | None, options: Tr
             + f"  {history[-1].seconds:.1f}s" + ("  *best" if best.epoch == epoch else ""))
         if stage.checkpoint is not None:
             write_metrics_csv(metrics_csv_path(options.out), history)
-            Checkpoint(model.config.to_dict(), stage.epochs, step, model.state_dict(), optimizer.state_dict(),
+            Checkpoint(model.config.to_dict(), stage.identity, stage.epochs, step, model.state_dict(), optimizer.state_dict(),
                        scheduler.state_dict(), history, best).save(stage.checkpoint)
     if val is None:
         best = Best(len(history), state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
@@ -567,7 +606,7 @@ def write_metrics_csv(path: Path, history: Sequence[EpochRecord]) -> None:
 def frozen_stage(inputs: Inputs) -> tuple[Best, list[EpochRecord]]:
     """Epochs with Lite0 frozen (its features cached), or the motion-only network."""
     options = inputs.options
-    stage = Stage("train", options.epochs, checkpoint_path(options.out), options.patience)
+    stage = Stage("train", options.epochs, checkpoint_path(options.out), options.patience, inputs.identity())
     return fit(inputs.model, inputs.train(), inputs.val(), options, inputs.device, inputs.log, stage)
 
 
@@ -585,7 +624,8 @@ def finetune_stage(inputs: Inputs, best: Best, history: list[EpochRecord], resum
     model.freeze_backbone(False)
     log(f"fine-tuning the lite0 backbone (all but its stem and first {Lite0Features.fixed_blocks} blocks) "
         f"for {options.finetune_epochs} epochs")
-    stage = Stage("finetune", options.finetune_epochs, checkpoint_path(options.out, "finetune"), options.finetune_epochs)
+    stage = Stage("finetune", options.finetune_epochs, checkpoint_path(options.out, "finetune"), options.finetune_epochs,
+                  inputs.identity())
     to_beat = None if resuming else best.to_beat_significantly()  # else: in the checkpoint
     best, history = fit(model, inputs.train(), inputs.val(), options, inputs.device, log, stage, history, to_beat)
     if history[best.epoch - 1].stage != "finetune":
@@ -607,7 +647,7 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
     folds = min(CV_FOLDS, len({group_key(item) for item in clips}))
     clip_fold = torch.tensor(group_folds(clips, folds, options.seed))
     row_fold = torch.full((len(splits.train),), -1).index_put_((data.clip_index[uniform],), clip_fold)[data.clip_index]
-    path, key = checkpoint_path(options.out, "cv"), [model.config.to_dict(), options.epochs, clip_fold.tolist()]
+    path, key = checkpoint_path(options.out, "cv"), [model.config.to_dict(), inputs.identity(), clip_fold.tolist()]
     done = _load_folds(path, key) if options.resume else {}
     if done:
         log(f"resuming cross-validation from {path} with {len(done)} of {folds} folds done")
@@ -662,7 +702,7 @@ def _load_folds(path: Path, key: list[object]) -> dict[int, list[list[Tensor]]]:
 def final_stage(inputs: Inputs, choice: Choice) -> tuple[Best, list[EpochRecord]]:
     """Every training clip, the cross-validated number of epochs, no early stop."""
     options = inputs.options
-    stage = Stage("train", choice.epochs, checkpoint_path(options.out), options.patience)
+    stage = Stage("train", choice.epochs, checkpoint_path(options.out), options.patience, inputs.identity())
     return fit(inputs.model, inputs.train(), None, options, inputs.device, inputs.log, stage)
 
 
