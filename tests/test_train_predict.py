@@ -172,6 +172,15 @@ def test_shards_split_the_inputs_exactly_and_stably(workspace: dict) -> None:
         assert refused.returncode == 2 and "expected I/N with 1 ≤ I ≤ N" in refused.stderr
 
 
+def test_worker_processes_give_the_same_records_in_input_order(workspace: dict) -> None:
+    """Decoding in 2 spawned processes: the records of --workers 0, line for line, bad files included."""
+    inputs = [str(workspace["root"] / "test"), str(workspace["root"] / "nope.avi")]
+    plain = run_cli("predict", *inputs, "-m", str(workspace["model"]), "-f", "jsonl", "--workers", "0", env=workspace["env"])
+    parallel = run_cli("predict", *inputs, "-m", str(workspace["model"]), "-f", "jsonl", "--workers", "2", env=workspace["env"])
+    assert plain.returncode == parallel.returncode == 4
+    assert parallel.stdout == plain.stdout and len(plain.stdout.splitlines()) == 25
+
+
 def test_info_shows_the_model(workspace: dict) -> None:
     result = run_cli("info", str(workspace["model"]), "--json", env=workspace["env"])
     meta = json.loads(result.stdout)

@@ -331,6 +331,7 @@ def predict(
     min_score: Annotated[float, typer.Option("--min-score", min=0.0, max=1.0, help="Timeline: drop windows whose top score is lower.")] = 0.0,
     camera: Annotated[Optional[int], typer.Option("--camera", min=0, help="Read a camera (device index) instead of files; needs --window.", show_default=False)] = None,
     device: Annotated[Device, typer.Option(help=DEVICE_HELP)] = Device.AUTO,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes decoding videos (and computing their flow) while the network runs; 0: none \\[default: min(4, CPUs), 0 for one file].", show_default=False)] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Only the inputs in shard I of N (1 ≤ I ≤ N), chosen by a hash of each input's name: run N jobs, concatenate their outputs.", show_default=False)] = None,
 ) -> None:
     """Rank labels for videos, or for each window of a long video or live stream (--window).
@@ -371,15 +372,17 @@ def predict(
         if stop[0]:  # a stream may never end: stop after this window
             raise Terminated
 
+    def timelines() -> Iterator[object]:
+        for source in sources:
+            name = source_name(source)
+            yield predictor.timeline(source, window, stride or window / 2, smooth, min_score,
+                                     on_segment=lambda segment: write_segment(name, segment))
+
+    if workers is None:
+        workers = 0 if len(videos or []) == 1 and Path(videos[0]).is_file() else DEFAULTS.workers
     try:
         with sigterm_after_each(stop):
-            for source in sources:
-                name = source_name(source)
-                if window:
-                    prediction = predictor.timeline(source, window, stride or window / 2, smooth, min_score,
-                                                    on_segment=lambda segment: write_segment(name, segment))
-                else:
-                    prediction = predictor.predict(source, clips)
+            for prediction in timelines() if window else predictor.predict_all(sources, clips, workers):
                 total += 1
                 for warning in prediction.warnings:
                     warning_line(_escape(f"{prediction.video}: {warning}"))

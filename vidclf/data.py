@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import re
+import signal
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -294,6 +295,33 @@ def view_job(job: tuple[Path, SamplingSpec, int, int]) -> tuple[ClipInputs | Non
         return None, (), str(exc)
 
 
+@dataclass(frozen=True)
+class PreparedVideo:
+    """A video sampled and turned into model inputs, one per clip (what a worker sends back),
+    or the reason it could not be."""
+
+    source: str
+    inputs: tuple[ClipInputs, ...] = ()
+    frames_used: int = 0
+    duration_s: float | None = None
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def prepare_video(source: Path | str, spec: SamplingSpec, clips: int, flows: Sequence[str]) -> PreparedVideo:
+    """Sample ``clips`` uniform clips of a video and compute their inputs (``flows`` only)."""
+    try:
+        sample = sample_frames(source, spec.frames, spec.size, "uniform", clips=clips)
+    except VideoError as exc:
+        return PreparedVideo(str(source), error=exc.reason)
+    parts = sample.split(clips)
+    return PreparedVideo(str(source), tuple(clip_inputs(part, spec, flows) for part in parts),
+                         max(len(np.unique(part.indices)) for part in parts), sample.duration_s, sample.warnings)
+
+
 def init_worker() -> None:
-    """Worker processes: one OpenCV thread each, the processes are the parallelism."""
+    """Worker processes: one OpenCV thread each, the processes are the parallelism. Ctrl-C
+    (sent to the whole process group) is the main process's to handle: it stops the workers
+    (with SIGTERM, which they must therefore keep)."""
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 from collections import deque
@@ -13,9 +14,9 @@ import numpy as np
 import torch
 
 from vidclf.config import FLOWS
-from vidclf.data import clip_inputs
+from vidclf.data import ClipInputs, PreparedVideo, clip_inputs, init_worker, prepare_video
 from vidclf.modelfile import LoadedModel, load_model
-from vidclf.video import Clip, Source, VideoError, find_videos, is_stream_url, iter_windows, sample_frames, source_name
+from vidclf.video import Clip, Source, VideoError, find_videos, is_stream_url, iter_windows, source_name
 
 # Where the shipped default model lives: inside the package (a wheel installs it), which in a
 # clone is a link to models/default.vidclf.
@@ -80,6 +81,26 @@ def expand_inputs(inputs: Iterable[str], stdin: Iterable[str] = sys.stdin) -> It
         yield from videos or [path]  # missing or bad files, and folders without videos, fail later with their own message
 
 
+def _in_workers(job: Callable[[Source], PreparedVideo], sources: Iterable[Source], workers: int) -> Iterator[PreparedVideo]:
+    """``map(job, sources)`` in ``workers`` spawned processes, in order, at most 2 × workers
+    videos ahead (memory stays bounded however many inputs)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # not fork: torch's threads are running here
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
+        pending: deque = deque()
+        try:
+            for source in sources:
+                pending.append(pool.submit(job, source))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # stopped early (SIGTERM, Ctrl-C, a closed pipe): drop the videos not yet started
+            pool.shutdown(cancel_futures=True)
+
+
 def in_shard(source: Path | str, shard: tuple[int, int]) -> bool:
     """Whether input ``source`` falls in shard (i, n) (1 ≤ i ≤ n): by a hash of its name, so a
     video's shard never depends on the other inputs, their order or the machine."""
@@ -97,28 +118,48 @@ class Predictor:
         self.labels = list(config.labels)
         self.spec = config.sampling()
 
+    @property
+    def flows(self) -> list[str]:
+        """The optical flows the model reads (a stream whose heads all weigh 0 is not computed)."""
+        return [flow for flow in FLOWS if flow in self.loaded.model.used_streams]
+
     def scores(self, path: Source, clips: int = 1) -> tuple[np.ndarray, int, float | None, tuple[str, ...]]:
         """Class probabilities (summing to 1) for one video, plus frames used and duration.
 
         With ``clips`` > 1, that many clips are sampled (see ``sample_indices``) and their
         probabilities averaged: multi-clip testing.
         """
-        sample = sample_frames(path, self.spec.frames, self.spec.size, "uniform", clips=clips)
-        parts = sample.split(clips)
-        probabilities = self.probabilities(parts).mean(axis=0)
-        return probabilities, max(len(np.unique(p.indices)) for p in parts), sample.duration_s, sample.warnings
+        prepared = prepare_video(path, self.spec, clips, self.flows)
+        if prepared.error is not None:
+            raise VideoError(path, prepared.error)
+        return self.network(prepared.inputs).mean(axis=0), prepared.frames_used, prepared.duration_s, prepared.warnings
 
     def probabilities(self, clips: Sequence[Clip]) -> np.ndarray:
         """Class probabilities ``(len(clips), C)`` for sampled clips, in one batch."""
+        return self.network([clip_inputs(clip, self.spec, self.flows) for clip in clips])
+
+    def network(self, inputs: Sequence[ClipInputs]) -> np.ndarray:
+        """Class probabilities ``(len(inputs), C)`` for clips' model inputs, in one batch."""
         model = self.loaded.model
-        used = model.used_streams  # a stream whose heads all weigh 0 is neither computed nor read
-        inputs = [clip_inputs(clip, self.spec, [flow for flow in FLOWS if flow in used]) for clip in clips]
         lengths = torch.tensor([i.length for i in inputs])
         motion = torch.from_numpy(np.stack([i.motion for i in inputs]).astype(np.float32)).to(self.device)
-        rgb = torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device) if "appearance" in used else None
+        rgb = (torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device)
+               if "appearance" in model.used_streams else None)
         with torch.inference_mode():
             logits = model(lengths, rgb=rgb, motion=motion)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def predict_all(self, sources: Iterable[Source], clips: int = 1, workers: int = 0) -> Iterator[Prediction]:
+        """Predictions in input order. With ``workers``, videos are decoded, sampled and their
+        flow computed in that many processes while the network runs here."""
+        job = functools.partial(prepare_video, spec=self.spec, clips=clips, flows=self.flows)
+        for prepared in (_in_workers(job, sources, workers) if workers else map(job, sources)):
+            if prepared.error is not None:
+                yield Prediction(video=prepared.source, model=self.loaded.name, error=prepared.error)
+                continue
+            yield Prediction(video=prepared.source, labels=self.ranked(self.network(prepared.inputs).mean(axis=0)),
+                             frames_used=prepared.frames_used, model=self.loaded.name, warnings=prepared.warnings,
+                             duration_s=round(prepared.duration_s, 3) if prepared.duration_s else None)
 
     def ranked(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
         order = np.argsort(-probabilities, kind="stable")
@@ -158,11 +199,5 @@ class Predictor:
                           segments=segments)
 
     def predict(self, path: Source, clips: int = 1) -> Prediction:
-        try:
-            probabilities, used, duration, warnings = self.scores(path, clips)
-        except VideoError as exc:
-            return Prediction(video=str(path), model=self.loaded.name, error=exc.reason)
-        return Prediction(
-            video=str(path), labels=self.ranked(probabilities),
-            frames_used=used, duration_s=round(duration, 3) if duration else None,
-            model=self.loaded.name, warnings=warnings)
+        """One video's prediction (a failure is a record, not an exception)."""
+        return next(self.predict_all([path], clips))

@@ -79,6 +79,18 @@ class Splits:
                 "with training and overrate the model on new ones; give --group REGEX or a manifest's group column")
 
 
+def run_identity(options: TrainOptions, splits: Splits) -> dict[str, object]:
+    """What a checkpoint must match to be resumed: every option that changes the model (not
+    --out, --workers, --device, --force, --resume) and the clips: their paths relative to DATA,
+    labels, groups, splits and sizes."""
+    kept = {name: str(getattr(value, "value", value)) for name, value in asdict(options).items()
+            if name not in ("data", "out", "workers", "device", "force", "resume")}
+    root = options.data if options.data.is_dir() else options.data.parent
+    clips = sorted((split, os.path.relpath(item.path, root), item.label, item.group or "", item.path.stat().st_size)
+                   for split, items in splits.parts().items() for item in items)
+    return {"options": kept, "data": {"clips": len(clips), "sha256": hashlib.sha256(json.dumps(clips).encode()).hexdigest()}}
+
+
 View = tuple[int, int, ClipInputs]  # (clip index, view index, inputs)
 
 
@@ -289,16 +301,7 @@ class Inputs:
         return self._stack(self.train_views, self.splits.train, self.options.hflip)
 
     def identity(self) -> dict[str, object]:
-        """What a checkpoint must match to be resumed: every option that changes the model (not
-        --out, --workers, --device, --force, --resume) and the clips: their paths relative to
-        DATA, labels, groups, splits and sizes."""
-        options = {name: str(getattr(value, "value", value)) for name, value in asdict(self.options).items()
-                   if name not in ("data", "out", "workers", "device", "force", "resume")}
-        root = self.options.data if self.options.data.is_dir() else self.options.data.parent
-        clips = sorted((split, os.path.relpath(item.path, root), item.label, item.group or "", item.path.stat().st_size)
-                       for split, items in self.splits.parts().items() for item in items)
-        digest = hashlib.sha256(json.dumps(clips).encode()).hexdigest()
-        return {"options": options, "data": {"clips": len(clips), "sha256": digest}}
+        return run_identity(self.options, self.splits)
 
     def val(self) -> Tensors | None:
         if not self.val_views:
@@ -519,8 +522,7 @@ def _resume(stage: Stage, model: VideoClassifier, optimizer: torch.optim.Optimiz
     difference = _difference(checkpoint, model.config.to_dict(), stage)
     if difference is not None:
         if not force:
-            raise DatasetError(f"{stage.checkpoint}: was made {difference}; rerun with the same options and data, "
-                               "or add --force to start over")
+            raise _refused(stage.checkpoint, difference)
         log(f"note: {stage.checkpoint} was made {difference}; --force: starting over")
         return None
     model.load_state_dict(checkpoint.model)
@@ -532,16 +534,38 @@ def _resume(stage: Stage, model: VideoClassifier, optimizer: torch.optim.Optimiz
 
 def _difference(checkpoint: Checkpoint, config: dict[str, object], stage: Stage) -> str | None:
     """How the run that made ``checkpoint`` differs from this one, in words, or None."""
-    then, now = checkpoint.identity.get("options", {}), stage.identity.get("options", {})
-    for name in sorted(set(then) | set(now)):
-        if then.get(name) != now.get(name):
-            return f"with --{name.replace('_', '-')} {then.get(name)}, not {now.get(name)}"
-    if checkpoint.identity.get("data") != stage.identity.get("data"):
-        clips = checkpoint.identity.get("data", {}).get("clips")
-        return f"from other data ({clips} clips then, {stage.identity['data']['clips']} now, or other files)"
+    if (difference := _identity_difference(checkpoint.identity, stage.identity)) is not None:
+        return difference
     if checkpoint.config != config or checkpoint.epochs != stage.epochs:
         return "with another network or labels"
     return None
+
+
+def _identity_difference(then: dict[str, object], now: dict[str, object]) -> str | None:
+    """The first option that differs between two ``identity`` records, or the data, in words."""
+    for name in sorted(set(then.get("options", {})) | set(now.get("options", {}))):
+        old, new = then.get("options", {}).get(name), now.get("options", {}).get(name)
+        if old != new:
+            return f"with --{name.replace('_', '-')} {old}, not {new}"
+    if then.get("data") != now.get("data"):
+        return f"from other data ({then.get('data', {}).get('clips')} clips then, {now['data']['clips']} now, or other files)"
+    return None
+
+
+def check_resumable(options: TrainOptions, splits: Splits) -> None:
+    """Before any decoding: refuse ``--resume`` from a checkpoint of other options or data
+    (``--force`` lets ``fit`` start such a stage over instead)."""
+    for stage in ("train", "finetune"):
+        path = checkpoint_path(options.out, stage)
+        if options.resume and not options.force and path.is_file():
+            difference = _identity_difference(Checkpoint.load(path).identity, run_identity(options, splits))
+            if difference is not None:
+                raise _refused(path, difference)
+
+
+def _refused(path: Path, difference: str) -> DatasetError:
+    return DatasetError(f"{path}: was made {difference}; rerun with the same options and data, or add --force "
+                        "to start over")
 
 
 def fit(model: VideoClassifier, train: Tensors, val: Tensors | None, options: TrainOptions, device: torch.device,
@@ -752,6 +776,7 @@ def train(options: TrainOptions, log: Log) -> TrainResult:
     device = resolve_device(options.device)
     splits = plan_splits(options.data, options.val_split, options.seed, options.group)
     splits.log(log)
+    check_resumable(options, splits)
     model = VideoClassifier(options.model_config(splits.labels)).to(device)
     inputs = prepare_inputs(model, splits, options, device, log)
     if not splits.val or min(splits.counts()["val"].values()) < VAL_ENOUGH:
