@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -251,8 +251,14 @@ def _auto_split(items: list[LabelledVideo], val_split: float, seed: int) -> tupl
     if val_split == 0:
         return items, []
     train, val = stratified_split(items, val_split, seed)
+    return (items, []) if too_few_to_decide(val, {item.label for item in items}) else (train, val)
+
+
+def too_few_to_decide(val: Sequence[LabelledVideo], labels: Iterable[str]) -> bool:
+    """Whether validation holds fewer than ``VAL_ENOUGH`` clips of some class (or none at all):
+    then choices are cross-validated instead (docs/design.md)."""
     held = Counter(item.label for item in val)
-    return (items, []) if min(held[label] for label in {i.label for i in items}) < VAL_ENOUGH else (train, val)
+    return min(held[label] for label in labels) < VAL_ENOUGH
 
 
 def decode_views(items: Sequence[LabelledVideo], spec: SamplingSpec, views: int, seed: int,
@@ -514,31 +520,18 @@ def _validate(model: VideoClassifier, val: Tensors, device: torch.device) -> tup
 
 
 def _resume(stage: Stage, model: VideoClassifier, optimizer: torch.optim.Optimizer,
-            scheduler: torch.optim.lr_scheduler.LRScheduler, force: bool, log: Log) -> Checkpoint | None:
-    """The stage's checkpoint, loaded into the model, optimiser and schedule, if it was made by
-    this run's options and data; else an error naming the difference (with ``force``: a note,
-    and None: the stage starts over)."""
+            scheduler: torch.optim.lr_scheduler.LRScheduler, log: Log) -> Checkpoint:
+    """The stage's checkpoint, loaded into the model, optimiser and schedule (``check_resumable``
+    has refused, or removed, one of other options or data)."""
     checkpoint = Checkpoint.load(stage.checkpoint)
-    difference = _difference(checkpoint, model.config.to_dict(), stage)
-    if difference is not None:
-        if not force:
-            raise _refused(stage.checkpoint, difference)
-        log(f"note: {stage.checkpoint} was made {difference}; --force: starting over")
-        return None
+    if checkpoint.config != model.config.to_dict() or checkpoint.epochs != stage.epochs:
+        raise DatasetError(f"{stage.checkpoint}: was made with another network, labels or number of epochs; "
+                           "drop --resume to start afresh")
     model.load_state_dict(checkpoint.model)
     optimizer.load_state_dict(checkpoint.optimizer)
     scheduler.load_state_dict(checkpoint.scheduler)
     log(f"resuming from {stage.checkpoint} after epoch {len(checkpoint.history)}")
     return checkpoint
-
-
-def _difference(checkpoint: Checkpoint, config: dict[str, object], stage: Stage) -> str | None:
-    """How the run that made ``checkpoint`` differs from this one, in words, or None."""
-    if (difference := _identity_difference(checkpoint.identity, stage.identity)) is not None:
-        return difference
-    if checkpoint.config != config or checkpoint.epochs != stage.epochs:
-        return "with another network or labels"
-    return None
 
 
 def _identity_difference(then: dict[str, object], now: dict[str, object]) -> str | None:
@@ -552,15 +545,19 @@ def _identity_difference(then: dict[str, object], now: dict[str, object]) -> str
     return None
 
 
-def check_resumable(options: TrainOptions, splits: Splits) -> None:
-    """Before any decoding: refuse ``--resume`` from a checkpoint of other options or data
-    (``--force`` lets ``fit`` start such a stage over instead)."""
+def check_resumable(options: TrainOptions, splits: Splits, log: Log) -> None:
+    """Before any decoding: refuse ``--resume`` from a checkpoint of other options or data, or
+    with ``--force`` remove it (that stage starts over)."""
     for stage in ("train", "finetune"):
         path = checkpoint_path(options.out, stage)
-        if options.resume and not options.force and path.is_file():
-            difference = _identity_difference(Checkpoint.load(path).identity, run_identity(options, splits))
-            if difference is not None:
-                raise _refused(path, difference)
+        if not (options.resume and path.is_file()):
+            continue
+        difference = _identity_difference(Checkpoint.load(path).identity, run_identity(options, splits))
+        if difference is not None and not options.force:
+            raise _refused(path, difference)
+        if difference is not None:
+            log(f"note: {path} was made {difference}; --force: starting over")
+            path.unlink()
 
 
 def _refused(path: Path, difference: str) -> DatasetError:
@@ -581,10 +578,8 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors | None, options: Tr
     counts = torch.bincount(train.targets, minlength=len(model.config.labels)).float()
     weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device) if options.class_weights else None
     history, best, done = list(history), best or Best(), 0
-    checkpoint = None
     if options.resume and stage.checkpoint is not None and stage.checkpoint.is_file():
-        checkpoint = _resume(stage, model, optimizer, scheduler, options.force, log)
-    if checkpoint is not None:
+        checkpoint = _resume(stage, model, optimizer, scheduler, log)
         history, best, done = checkpoint.history, checkpoint.best, checkpoint.stage_epochs_done
     before = len(history) - done  # epochs of earlier stages
     prefix = "" if stage.name == "train" else f"{stage.name} "
@@ -776,10 +771,10 @@ def train(options: TrainOptions, log: Log) -> TrainResult:
     device = resolve_device(options.device)
     splits = plan_splits(options.data, options.val_split, options.seed, options.group)
     splits.log(log)
-    check_resumable(options, splits)
+    check_resumable(options, splits, log)
     model = VideoClassifier(options.model_config(splits.labels)).to(device)
     inputs = prepare_inputs(model, splits, options, device, log)
-    if not splits.val or min(splits.counts()["val"].values()) < VAL_ENOUGH:
+    if too_few_to_decide(splits.val, splits.labels):
         cv = cross_validate(inputs)
         best, history = final_stage(inputs, cv[0])
         model.load_state_dict(best.state)
