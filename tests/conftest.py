@@ -4,3 +4,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test caches into its own folder, never the user's ~/.cache/vidclf."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VIDCLF_CACHE_DIR", str(cache))
+    return cache

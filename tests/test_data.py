@@ -17,13 +17,6 @@ from vidclf.data import (
 from vidclf.motion import FLOWS, clip_motion
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("VIDCLF_CACHE_DIR", str(cache))
-    return cache
-
-
 def sampling(frames: int, size: int, motion_size: int) -> SamplingSpec:
     """The sampling a model with these settings trains and predicts with."""
     return ModelConfig(labels=("a", "b"), frames=frames, size=size, motion_size=motion_size).sampling()
@@ -74,24 +67,24 @@ def test_stratified_split_is_seeded_and_covers_every_class() -> None:
 def test_view_is_cached_and_recomputed_when_damaged(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "v.avi", 30)
     spec = sampling(frames=6, size=32, motion_size=8)
-    first, _ = load_view(video, spec, view=1, seed=0)
+    first, _ = load_view(video, file_digest(video), spec, view=1, seed=0)
     entry = view_cache_path(file_digest(video), spec, 1, 0)
     assert entry.is_file()
-    again, _ = load_view(video, spec, view=1, seed=0)
+    again, _ = load_view(video, file_digest(video), spec, view=1, seed=0)
     assert np.array_equal(first.rgb, again.rgb) and np.array_equal(first.motion, again.motion)
     entry.write_bytes(b"garbage")
-    healed, _ = load_view(video, spec, view=1, seed=0)
+    healed, _ = load_view(video, file_digest(video), spec, view=1, seed=0)
     assert np.array_equal(first.rgb, healed.rgb)
-    uniform, _ = load_view(video, spec, view=0, seed=0)
+    uniform, _ = load_view(video, file_digest(video), spec, view=0, seed=0)
     assert not np.array_equal(first.rgb, uniform.rgb)  # a random view differs from uniform
 
 
 def test_random_views_are_seeded(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "v.avi", 60)
     spec = sampling(frames=6, size=32, motion_size=8)
-    a, _ = compute_view(video, spec, 1, seed=0)
-    b, _ = compute_view(video, spec, 1, seed=0)
-    c, _ = compute_view(video, spec, 2, seed=0)
+    a, _ = compute_view(video, file_digest(video), spec, 1, seed=0)
+    b, _ = compute_view(video, file_digest(video), spec, 1, seed=0)
+    c, _ = compute_view(video, file_digest(video), spec, 2, seed=0)
     assert np.array_equal(a.rgb, b.rgb) and not np.array_equal(a.rgb, c.rgb)
     assert np.array_equal(a.motion, b.motion)
 
@@ -100,7 +93,7 @@ def test_view_motion_is_both_flows_of_its_frames(tmp_path: Path) -> None:
     """A view's motion maps are (dx, dy) of Farneback then of DIS between its own frames,
     stored as float16; the first step has no predecessor and is zero."""
     video = write_indexed_video(tmp_path / "v.avi", 40)
-    inputs, _ = compute_view(video, sampling(frames=6, size=32, motion_size=8), 1, seed=0)
+    inputs, _ = compute_view(video, file_digest(video), sampling(frames=6, size=32, motion_size=8), 1, seed=0)
     assert inputs.length == 6
     assert inputs.motion.shape == (6, 2 * len(FLOWS), 8, 8) == (6, 4, 8, 8)
     assert inputs.motion.dtype == np.float16
@@ -111,7 +104,7 @@ def test_view_motion_is_both_flows_of_its_frames(tmp_path: Path) -> None:
 
 def test_short_video_is_padded_with_its_real_length(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "short.avi", 3)
-    inputs, warnings = compute_view(video, sampling(frames=8, size=32, motion_size=8), 0, 0)
+    inputs, warnings = compute_view(video, file_digest(video), sampling(frames=8, size=32, motion_size=8), 0, 0)
     assert inputs.length == 3
     assert inputs.rgb[3:].max() == 0 and inputs.rgb[:3].max() > 0
     assert np.all(inputs.motion[3:] == 0)

@@ -401,22 +401,22 @@ def test_a_file_that_used_a_removed_variant_is_refused_naming_the_option(tmp_pat
 def _sign_task(n: int, seed: int, first_half: int = 1, second_half: int = 1):
     """Clips whose label is the sign of the flow (times ``first_half`` for three steps, then
     ``second_half``), over noise; the appearance features are pure noise."""
-    from vidclf.train import Tensors
+    from cached import cached_clips
 
     targets = torch.arange(n) % 2
     _, motion = make_inputs(n, 6, seed=seed)
     sign = (targets * 2 - 1).float()[:, None]
     direction = torch.cat([first_half * sign.expand(n, 3), second_half * sign.expand(n, 3)], dim=1)
     appearance = torch.randn(n, 6, 1280, generator=torch.Generator().manual_seed(seed + 100))
-    return Tensors(lengths=torch.full((n,), 6), targets=targets, motion=motion * 0.3 + direction[:, :, None, None, None],
-                   clip_index=torch.arange(n), appearance=appearance)
+    return cached_clips(motion * 0.3 + direction[:, :, None, None, None], targets, torch.full((n,), 6),
+                        f"sign-{n}-{seed}-{first_half}-{second_half}", appearance=appearance)
 
 
 def _fit_sign_task(tmp_path: Path, labels: list[str], temporal: str, first_half: int, second_half: int):
     """Train on the sign task; return the head weights chosen on validation, each head's own
     validation accuracy and the fused model's."""
     from vidclf.selection import choose_stream_weights
-    from vidclf.train import Stage, fit, fused_scores, head_logits
+    from vidclf.train import Stage, eval_loader, fit, fused_scores, head_logits
 
     torch.manual_seed(0)
     config = small_config(labels=labels, backbone="lite0", temporal=temporal, appearance_temporal=temporal)
@@ -426,7 +426,7 @@ def _fit_sign_task(tmp_path: Path, labels: list[str], temporal: str, first_half:
     stage = Stage("train", options.epochs, tmp_path / "m.ckpt", options.patience)
     best, _ = fit(model, train, val, options, torch.device("cpu"), lambda line: None, stage)
     model.load_state_dict(best.state)
-    logits = head_logits(model, val, torch.device("cpu"))
+    logits = head_logits(model, eval_loader(val, 0, torch.device("cpu")), torch.device("cpu"))
     weights = choose_stream_weights(config.heads, logits, val.targets)
     assert torch.allclose(model.stream_weights, torch.tensor(weights))  # the kept epoch's weights
     per_head = [float((head.argmax(1) == val.targets).float().mean()) for head in logits]

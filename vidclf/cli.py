@@ -251,10 +251,10 @@ def train(
     finetune_epochs: Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Then this many epochs fine-tuning Lite0's later layers, kept only if they win significantly on validation \\[default: "
                                                                                                 + ", ".join(f"{n.value} {p.finetune_epochs}" for n, p in PRESETS.items()) + "].")] = None,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without validation improvement.")] = DEFAULTS.patience,
-    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = DEFAULTS.batch_size,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch (per process under torchrun).")] = DEFAULTS.batch_size,
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate (AdamW, cosine decay).")] = DEFAULTS.lr,
     seed: Annotated[int, typer.Option(help="Seed for split, sampling and initialisation.")] = DEFAULTS.seed,
-    workers: Annotated[int, typer.Option(min=0, help="Processes decoding videos.")] = DEFAULTS.workers,
+    workers: Annotated[int, typer.Option(min=0, help="Processes decoding videos and reading the cache (per process under torchrun).")] = DEFAULTS.workers,
     device: Annotated[Device, typer.Option(help=DEVICE_HELP)] = DEFAULTS.device,
     val_split: Annotated[float, typer.Option(min=0.0, max=0.5, help="Validation share when DATA has no val/ folder; 0: none, choices cross-validated.")] = DEFAULTS.val_split,
     class_weights: Annotated[bool, typer.Option("--class-weights", help="Weight the loss by inverse class frequency (imbalanced data).")] = False,
@@ -281,7 +281,12 @@ def train(
                                val_split=val_split, class_weights=class_weights, hflip=hflip, force=force, resume=resume)
     except ValueError as exc:
         raise UserFacingError(f"invalid option: {exc}", ExitCode.USAGE) from None
-    result = run_training(options, log=lambda line: stderr.print(_escape(line), soft_wrap=True))
+    from vidclf import parallel
+
+    main = parallel.is_main()  # under torchrun, rank 0 speaks for all
+    result = run_training(options, log=lambda line: main and stderr.print(_escape(line), soft_wrap=True))
+    if not main:
+        return
     print_report(result.report, result.title)
     _write_curves(result)
     print(result.out)

@@ -28,7 +28,8 @@ from vidclf.files import atomic_write
 from vidclf.motion import clip_motion
 from vidclf.video import Clip, VideoError, find_videos, sample_frames
 
-CACHE_VERSION = 3  # bump when the cached arrays' meaning changes
+CACHE_VERSION = 4  # bump when the cached arrays' meaning (or their key) changes
+DIGEST_BLOCK = 1 << 20
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -65,19 +66,39 @@ def cache_dir() -> Path:
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of the file's content: renaming or touching a clip keeps its cache entries."""
+    """The cache key of a clip's content: SHA-256 of its size and its first and last MiB (the
+    whole file when smaller), so keying a long video costs two reads. Renaming or touching a
+    clip keeps its cache entries; ``clip_digests`` hashes whole files where these collide."""
     stat = path.stat()
-    return _digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return _digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size, whole=False)
+
+
+def full_digest(path: Path) -> str:
+    """SHA-256 of the whole file."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size, whole=True)
 
 
 @functools.lru_cache(maxsize=65536)
-def _digest(path: str, mtime_ns: int, size: int) -> str:
-    """Hash once per (file, modification time, size): views and features ask repeatedly."""
-    digest = hashlib.sha256()
+def _digest(path: str, mtime_ns: int, size: int, whole: bool) -> str:
+    """Hash once per (file, modification time, size)."""
+    digest = hashlib.sha256(f"{size}:{'whole' if whole else 'ends'}:".encode())
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        if whole or size <= 2 * DIGEST_BLOCK:
+            for block in iter(lambda: handle.read(DIGEST_BLOCK), b""):
+                digest.update(block)
+        else:
+            digest.update(handle.read(DIGEST_BLOCK))
+            handle.seek(size - DIGEST_BLOCK)
+            digest.update(handle.read(DIGEST_BLOCK))
     return digest.hexdigest()
+
+
+def clip_digests(paths: Sequence[Path], digests: Sequence[str]) -> list[str]:
+    """The clips' cache keys, from their ``file_digest``s: where two clips share one, their
+    whole files are hashed (identical files keep sharing theirs: same content, same entries)."""
+    shared = {d for d, n in Counter(digests).items() if n > 1}
+    return [full_digest(path) if d in shared else d for path, d in zip(paths, digests)]
 
 
 # --- finding and splitting ---------------------------------------------------------------------
@@ -251,12 +272,13 @@ def clip_inputs(clip: Clip, spec: SamplingSpec, flows: Sequence[str] = FLOWS) ->
     return ClipInputs(rgb=frames, motion=motion, length=length)
 
 
-def compute_view(path: Path, spec: SamplingSpec, view: int, seed: int) -> tuple[ClipInputs, tuple[str, ...]]:
+def compute_view(path: Path, digest: str, spec: SamplingSpec, view: int, seed: int
+                 ) -> tuple[ClipInputs, tuple[str, ...]]:
     """Decode one view of a clip (no cache). Returns the inputs and any decode warnings."""
     if view == 0:
         clip = sample_frames(path, spec.frames, spec.size, "uniform")
     else:
-        rng = np.random.default_rng([seed, view, int(file_digest(path)[:12], 16)])
+        rng = np.random.default_rng([seed, view, int(digest[:12], 16)])
         clip = sample_frames(path, spec.frames, spec.size, "random", rng)
     return clip_inputs(clip, spec), clip.warnings
 
@@ -266,16 +288,33 @@ def view_cache_path(digest: str, spec: SamplingSpec, view: int, seed: int) -> Pa
     return cache_dir() / "views" / digest[:2] / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
 
 
-def load_view(path: Path, spec: SamplingSpec, view: int, seed: int) -> tuple[ClipInputs, tuple[str, ...]]:
-    """A view from the cache, computing and caching it when absent."""
-    cached = view_cache_path(file_digest(path), spec, view, seed)
-    if cached.is_file():
-        try:
-            with np.load(cached, allow_pickle=False) as arrays:
-                return ClipInputs(arrays["rgb"], arrays["motion"], int(arrays["length"])), ()
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is recomputed below
-    inputs, warnings = compute_view(path, spec, view, seed)
+def feature_cache_path(digest: str, spec: SamplingSpec, view: int, seed: int, mirrored: bool) -> Path:
+    """Where the frozen Lite0 features of a view (of its frames flipped left-right, if
+    ``mirrored``) are cached."""
+    from vidclf.lite0 import LITE0_WEIGHTS_SHA256
+
+    base = view_cache_path(digest, spec, view, seed)
+    key = f"{base.stem}-lite0-global-{LITE0_WEIGHTS_SHA256[:16]}" + ("-mirrored" if mirrored else "")
+    return cache_dir() / "features" / digest[:2] / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
+
+
+def read_npz(path: Path, *names: str) -> list[np.ndarray] | None:
+    """The named arrays of a cache entry, or None when it is absent or damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return [arrays[name] for name in names]
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def load_view(path: Path, digest: str, spec: SamplingSpec, view: int, seed: int
+              ) -> tuple[ClipInputs, tuple[str, ...]]:
+    """A view from the cache, computing and caching it when absent or damaged."""
+    cached = view_cache_path(digest, spec, view, seed)
+    arrays = read_npz(cached, "rgb", "motion", "length")
+    if arrays is not None:
+        return ClipInputs(arrays[0], arrays[1], int(arrays[2])), ()
+    inputs, warnings = compute_view(path, digest, spec, view, seed)
     save_npz(cached, {"rgb": inputs.rgb, "motion": inputs.motion, "length": np.array(inputs.length)})
     return inputs, warnings
 
@@ -285,14 +324,19 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)
 
 
-def view_job(job: tuple[Path, SamplingSpec, int, int]) -> tuple[ClipInputs | None, tuple[str, ...], str | None]:
-    """``load_view`` for a worker process: (inputs, warnings, None) or (None, (), error line)."""
-    path, spec, view, seed = job
+ViewJob = tuple[Path, str, SamplingSpec, int, int]  # (path, digest, spec, view, seed)
+
+
+def cache_view(job: ViewJob) -> tuple[tuple[str, ...], str | None]:
+    """Make sure a view is in the cache (for a worker process: only small results travel
+    back). Returns (decode warnings, None) or ((), error line)."""
+    path, digest, spec, view, seed = job
+    if read_npz(view_cache_path(digest, spec, view, seed), "length") is not None:
+        return (), None
     try:
-        inputs, warnings = load_view(path, spec, view, seed)
-        return inputs, warnings, None
+        return load_view(path, digest, spec, view, seed)[1], None
     except VideoError as exc:
-        return None, (), str(exc)
+        return (), str(exc)
 
 
 @dataclass(frozen=True)

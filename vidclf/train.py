@@ -26,20 +26,23 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vidclf.config import FLOWS, ModelConfig, SamplingSpec, TrainOptions
+from torch.utils.data import DataLoader
+
+from vidclf import parallel
+from vidclf.config import SamplingSpec, TrainOptions
 from vidclf.data import (
-    ClipInputs, DatasetError, LabelledVideo, cache_dir, check_trainable, discover, file_digest, group_folds,
-    group_key, init_worker, save_npz, stratified_split, view_cache_path, view_job,
+    DatasetError, LabelledVideo, ViewJob, cache_view, check_trainable, clip_digests, discover, feature_cache_path,
+    file_digest, group_folds, group_key, init_worker, save_npz, stratified_split,
 )
+from vidclf.dataset import CachedClips, EpochSampler, Key, Tensors, loader, to_device
 from vidclf.device import resolve_device
 from vidclf.files import atomic_write
 from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
 from vidclf.model import Lite0Features, VideoClassifier, fuse
+from vidclf.modelfile import ModelFileError, save_model
 from vidclf.selection import (
     CV_FOLDS, MAX_P, VAL_ENOUGH, Choice, choose_stream_weights, cross_validated_choice, significantly_better,
 )
-from vidclf.modelfile import ModelFileError, save_model
-from vidclf.motion import MIRROR_SIGNS
 from vidclf.progress import progress
 
 Log = Callable[[str], None]
@@ -89,27 +92,6 @@ def run_identity(options: TrainOptions, splits: Splits) -> dict[str, object]:
     clips = sorted((split, os.path.relpath(item.path, root), item.label, item.group or "", item.path.stat().st_size)
                    for split, items in splits.parts().items() for item in items)
     return {"options": kept, "data": {"clips": len(clips), "sha256": hashlib.sha256(json.dumps(clips).encode()).hexdigest()}}
-
-
-View = tuple[int, int, ClipInputs]  # (clip index, view index, inputs)
-
-
-@dataclass
-class Tensors:
-    """Model inputs for a set of clip views, stacked: N views of T steps."""
-
-    lengths: Tensor
-    targets: Tensor
-    motion: Tensor  # (N, T, 4, M, M)
-    clip_index: Tensor
-    appearance: Tensor | None = None  # cached frozen Lite0 features (N, T, 1280)
-    appearance_mirrored: Tensor | None = None  # the same of the frames flipped left-right (--hflip)
-    rgb: Tensor | None = None  # uint8 frames (N, T, S, S, 3) while Lite0 is fine-tuned
-
-    def select(self, rows: Tensor) -> Tensors:
-        pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return Tensors(self.lengths[rows], self.targets[rows], self.motion[rows], self.clip_index[rows],
-                       pick(self.appearance), pick(self.appearance_mirrored), pick(self.rgb))
 
 
 @dataclass
@@ -261,192 +243,162 @@ def too_few_to_decide(val: Sequence[LabelledVideo], labels: Iterable[str]) -> bo
     return min(held[label] for label in labels) < VAL_ENOUGH
 
 
-def decode_views(items: Sequence[LabelledVideo], spec: SamplingSpec, views: int, seed: int,
-                 workers: int, log: Log, desc: str) -> tuple[list[View], list[str]]:
-    """Decode ``views`` samplings of every clip (cached). Returns (clip, view, inputs) triples
-    and one line per clip that failed to decode — the rest still go through."""
-    jobs = [(item.path, spec, view, seed) for item in items for view in range(views)]
-    keys = [(i, v) for i in range(len(items)) for v in range(views)]
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing
+def decode_views(items: Sequence[LabelledVideo], digests: Sequence[str], spec: SamplingSpec, views: int, seed: int,
+                 workers: int, log: Log, desc: str) -> tuple[list[int], list[str]]:
+    """Cache ``views`` samplings of every clip (each rank decodes its share, in ``workers``
+    processes; only small results travel back). Returns the indices of the clips whose views
+    all decoded, and one line per clip that failed — the rest still go through."""
+    jobs = [(item.path, digest, spec, view, seed) for item, digest in zip(items, digests) for view in range(views)]
 
-        # spawn, not fork: forking a process that has started torch threads can deadlock.
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
-            results = list(progress(pool.imap(view_job, jobs, chunksize=2), total=len(jobs), desc=desc, unit="view"))
-    else:
-        results = list(progress(map(view_job, jobs), total=len(jobs), desc=desc, unit="view"))
-    out, failures, warned = [], {}, set()
-    for (clip, view), (inputs, warnings, error) in zip(keys, results):
+    def run(share: Sequence[ViewJob]) -> list[tuple[tuple[str, ...], str | None]]:
+        if workers > 1 and len(share) > 1:
+            import multiprocessing
+
+            # spawn, not fork: forking a process that has started torch threads can deadlock.
+            with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
+                return list(progress(pool.imap(cache_view, share, chunksize=2), total=len(share), desc=desc, unit="view"))
+        return list(progress(map(cache_view, share), total=len(share), desc=desc, unit="view"))
+
+    failures: dict[int, str] = {}
+    warned: set[int] = set()
+    for n, (warnings, error) in enumerate(parallel.shared_map(run, jobs)):
+        clip = n // views
         if error is not None:
-            failures[clip] = error
-        elif clip not in failures:
-            out.append((clip, view, inputs))
+            failures.setdefault(clip, error)
         for warning in warnings:
             if clip not in warned:
                 log(f"warning: {items[clip].path}: {warning}")
                 warned.add(clip)
-    return [t for t in out if t[0] not in failures], [failures[c] for c in sorted(failures)]
+    return [n for n in range(len(items)) if n not in failures], [failures[c] for c in sorted(failures)]
 
 
 @dataclass
 class Inputs:
-    """The decoded views of both splits, stacked on demand: as cached Lite0 features while the
-    backbone is frozen (or absent), as frames while it is fine-tuned."""
+    """The clips that decoded, as datasets over the cache. ``train()`` and ``val()`` carry what
+    the model reads now: the frozen Lite0 features (computed and cached first where missing)
+    while the backbone is frozen, the frames while it is fine-tuned."""
 
     model: VideoClassifier
     splits: Splits
     options: TrainOptions
     device: torch.device
     log: Log
-    train_views: list[View]
-    val_views: list[View]
+    train_items: list[LabelledVideo]  # the training clips that decoded, in ``train_clips`` order
+    train_clips: CachedClips
+    val_items: list[LabelledVideo]
+    val_clips: CachedClips | None
     skipped: list[str]
-    _val: dict[bool, Tensors] = field(default_factory=dict)
-
-    def train(self) -> Tensors:
-        return self._stack(self.train_views, self.splits.train, self.options.hflip)
 
     def identity(self) -> dict[str, object]:
         return run_identity(self.options, self.splits)
 
-    def val(self) -> Tensors | None:
-        if not self.val_views:
-            return None
-        if self.model.backbone_frozen not in self._val:
-            self._val[self.model.backbone_frozen] = self._stack(self.val_views, self.splits.val, False)
-        return self._val[self.model.backbone_frozen]
+    def train(self) -> CachedClips:
+        return self._reading(self.train_clips, VIEWS, self.options.hflip)
 
-    def _stack(self, views: Sequence[View], items: Sequence[LabelledVideo], mirrored: bool) -> Tensors:
-        index = {label: i for i, label in enumerate(self.splits.labels)}
-        tensors = Tensors(lengths=torch.tensor([e[2].length for e in views]),
-                          targets=torch.tensor([index[items[e[0]].label] for e in views]),
-                          motion=torch.from_numpy(np.stack([e[2].motion for e in views]).astype(np.float32)),
-                          clip_index=torch.tensor([e[0] for e in views]))
+    def val(self) -> CachedClips | None:
+        return None if self.val_clips is None else self._reading(self.val_clips, 1, False)
+
+    def _reading(self, data: CachedClips, views: int, mirrored: bool) -> CachedClips:
         if self.model.backbone is None:
-            return tensors
+            return data.reading("motion")
         if not self.model.backbone_frozen:
-            tensors.rgb = torch.from_numpy(np.stack([e[2].rgb for e in views]))
-            return tensors
-        tensors.appearance = self._features(views, items, mirrored=False)
-        if mirrored:
-            tensors.appearance_mirrored = self._features(views, items, mirrored=True)
-        return tensors
+            return data.reading("frames")
+        encode_features(self.model, data.reading("frames"), data.missing_features(views, mirrored), self.options.workers,
+                        self.device, self.log)
+        return data.reading("features")
 
-    def _features(self, views: Sequence[View], items: Sequence[LabelledVideo], mirrored: bool) -> Tensor:
-        """Frozen Lite0 features (N, T, 1280) of every view (of its frames flipped left-right, if
-        ``mirrored``), read from the cache or computed and cached."""
-        paths = [_feature_cache_path(self.model.config, items[clip], view, self.options.seed, mirrored)
-                 for clip, view, _ in views]
-        features = [_load_features(path) for path in paths]
-        todo = [n for n, array in enumerate(features) if array is None]
-        if todo:
-            self.log(f"encoding {len(todo)} {'mirrored ' if mirrored else ''}clip views with the frozen lite0 "
-                     "backbone (cached for next time)")
-        self.model.eval()  # the features must be exactly what prediction computes, whatever the batch
-        bar = progress(total=len(todo), desc="features", unit="view")
-        for start in range(0, len(todo), 8):
-            chunk = todo[start : start + 8]
-            rgb = torch.from_numpy(np.stack([views[n][2].rgb for n in chunk])).to(self.device)
-            if mirrored:
-                rgb = rgb.flip(3)  # (B, T, H, W, 3): W
-            with torch.inference_mode():
-                encoded = self.model.appearance_features(rgb).float().cpu().numpy().astype(np.float16)
-            for n, array in zip(chunk, encoded):
-                save_npz(paths[n], {"features": array})
-                features[n] = array
-            bar.update(len(chunk))
-        bar.close()
-        return torch.from_numpy(np.stack(features).astype(np.float32))
+
+def encode_features(model: VideoClassifier, frames: CachedClips, missing: list[Key], workers: int,
+                    device: torch.device, log: Log) -> None:
+    """Compute and cache the frozen Lite0 features of the ``missing`` views, each rank its
+    share, in batches streamed from the cache."""
+    missing = parallel.gather(missing)[0]  # rank 0's list: others may list after its first writes
+    if not missing:
+        return
+    log(f"encoding {len(missing)} clip views with the frozen lite0 backbone (cached for next time)")
+    model.eval()  # the features must be exactly what prediction computes, whatever the batch
+    mine = parallel.share(missing)
+    bar = progress(total=len(mine), desc="features", unit="view")
+    for batch in loader(frames, mine, 8, workers, device):
+        with torch.inference_mode():
+            encoded = model.appearance_features(batch.rgb.to(device)).float().cpu().numpy().astype(np.float16)
+        for key, array in zip(batch.keys, encoded):
+            path = feature_cache_path(frames.digests[key.clip], frames.spec, key.view, frames.seed, key.mirror)
+            save_npz(path, {"features": array})
+        bar.update(len(batch.keys))
+    bar.close()
+    parallel.barrier()
 
 
 def prepare_inputs(model: VideoClassifier, splits: Splits, options: TrainOptions, device: torch.device,
                    log: Log) -> Inputs:
-    """Decode the training clips' views and the validation clips (one uniform view each)."""
-    spec = model.config.sampling()
-    train_views, train_failed = decode_views(splits.train, spec, VIEWS, options.seed, options.workers, log,
-                                             "decoding train")
-    val_views, val_failed = decode_views(splits.val, spec, 1, options.seed, options.workers, log, "decoding val")
-    skipped = train_failed + val_failed
+    """Cache the training clips' views and the validation clips' (one uniform view each)."""
+    spec, index = model.config.sampling(), {label: i for i, label in enumerate(splits.labels)}
+    paths = [item.path for item in splits.train + splits.val]
+    digests = clip_digests(paths, parallel.shared_map(lambda share: [file_digest(p) for p in share], paths))
+    parts, skipped = [], []
+    for items, views, digests, name in ((splits.train, VIEWS, digests[: len(splits.train)], "train"),
+                                        (splits.val, 1, digests[len(splits.train) :], "val")):
+        kept, failed = decode_views(items, digests, spec, views, options.seed, options.workers, log, f"decoding {name}")
+        skipped += failed
+        parts.append(([items[n] for n in kept], CachedClips([digests[n] for n in kept], [index[items[n].label] for n in kept],
+                                                            spec, options.seed, views, "motion")))
     for line in skipped:
         log(f"skipped: {line}")
-    left = Counter(splits.train[c].label for c, v, _ in train_views if v == 0)
+    (train_items, train_clips), (val_items, val_clips) = parts
+    left = Counter(item.label for item in train_items)
     empty = [label for label in splits.labels if left[label] == 0]
     if empty:
         raise DatasetError(f"no decodable training clips left for class(es) {', '.join(empty)} "
                            f"({len(skipped)} clip(s) failed to decode)")
-    if splits.val and not val_views:
+    if splits.val and not val_items:
         raise DatasetError("no decodable validation clips left")
-    return Inputs(model, splits, options, device, log, train_views, val_views, skipped)
-
-
-def _feature_cache_path(config: ModelConfig, item: LabelledVideo, view: int, seed: int, mirrored: bool) -> Path:
-    from vidclf.lite0 import LITE0_WEIGHTS_SHA256
-
-    base = view_cache_path(file_digest(item.path), config.sampling(), view, seed)
-    key = f"{base.stem}-lite0-global-{LITE0_WEIGHTS_SHA256[:16]}" + ("-mirrored" if mirrored else "")
-    return cache_dir() / "features" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
-
-
-def _load_features(path: Path) -> np.ndarray | None:
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            return arrays["features"]
-    except (OSError, ValueError, KeyError):
-        return None  # absent or damaged: recomputed
-
-
-# --- augmentation -----------------------------------------------------------------------------
-
-def mirror_clips(batch: Tensors, mirror: Tensor) -> Tensors:
-    """The batch with the clips where ``mirror`` is set flipped left-right, every stream alike:
-    the frames, the frozen features (those of the flipped frames) and the flow maps (flipped,
-    dx negated: the flow of the mirrored clip)."""
-    out = replace(batch)
-    if batch.rgb is not None:
-        out.rgb = torch.where(mirror[:, None, None, None, None], batch.rgb.flip(3), batch.rgb)
-    if batch.appearance is not None:
-        assert batch.appearance_mirrored is not None, "the mirrored features are stacked with --hflip"
-        out.appearance = torch.where(mirror[:, None, None], batch.appearance_mirrored, batch.appearance)
-    signs = torch.tensor(MIRROR_SIGNS * len(FLOWS), dtype=batch.motion.dtype)
-    flipped = batch.motion.flip(4) * signs[None, None, :, None, None]
-    out.motion = torch.where(mirror[:, None, None, None, None], flipped, batch.motion)
-    return out
-
-
-def _random_resized_crop(rgb: Tensor, generator: torch.Generator) -> Tensor:
-    """Same random crop (area 50–100%, aspect 3:4–4:3) on every frame of each clip."""
-    batch, size = rgb.shape[0], rgb.shape[2]
-    out = torch.empty_like(rgb)
-    for b in range(batch):
-        area = float(torch.empty(1).uniform_(0.5, 1.0, generator=generator))
-        aspect = float(torch.empty(1).uniform_(0.75, 1.333, generator=generator))
-        h = min(size, max(8, round(size * (area / aspect) ** 0.5)))
-        w = min(size, max(8, round(size * (area * aspect) ** 0.5)))
-        top = int(torch.randint(0, size - h + 1, (1,), generator=generator))
-        left = int(torch.randint(0, size - w + 1, (1,), generator=generator))
-        crop = rgb[b, :, top : top + h, left : left + w].permute(0, 3, 1, 2).float()
-        resized = nn.functional.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)
-        out[b] = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return out
+    return Inputs(model, splits, options, device, log, train_items, train_clips, val_items,
+                  val_clips if val_items else None, skipped)
 
 
 # --- the heads' scores and the late-fusion weights ---------------------------------------------
 
-def _batch_logits(model: VideoClassifier, batch: Tensors, device: torch.device) -> list[Tensor]:
-    to = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-    return model.head_logits(batch.lengths, rgb=to(batch.rgb), motion=to(batch.motion),
-                             appearance=to(batch.appearance))
+class Heads(nn.Module):
+    """The model's per-head logits as ``forward``, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: VideoClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Tensors) -> list[Tensor]:
+        return self.model.head_logits(batch.lengths, rgb=batch.rgb, motion=batch.motion, appearance=batch.appearance)
 
 
-def head_logits(model: VideoClassifier, data: Tensors, device: torch.device, batch_size: int = 64) -> list[Tensor]:
-    """Every head's logits for every row, in eval mode."""
+def autocast(device: torch.device) -> torch.autocast:
+    """bfloat16 autocast on a CUDA device that has it (no loss scaling needed); float32 elsewhere."""
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def eval_loader(data: CachedClips, workers: int, device: torch.device) -> DataLoader:
+    """This rank's share of ``data``, the uniform view of each clip, in order."""
+    return loader(data, parallel.share(range(len(data))), 64, workers, device)
+
+
+def head_logits(model: VideoClassifier, batches: DataLoader, device: torch.device) -> list[Tensor]:
+    """Every head's logits (float32, on the CPU) for every clip of an ``eval_loader``'s
+    dataset, in eval mode; gathered from all ranks."""
     model.eval()
     parts = []
-    with torch.inference_mode():
-        for start in range(0, len(data.targets), batch_size):
-            rows = torch.arange(start, min(start + batch_size, len(data.targets)))
-            parts.append(_batch_logits(model, data.select(rows), device))
-    return [torch.cat(head) for head in zip(*parts)]
+    with torch.inference_mode(), autocast(device):
+        for batch in batches:
+            parts.append([logits.float().cpu() for logits in Heads(model)(to_device(batch, device))])
+    mine = [torch.cat(head) for head in zip(*parts)] if parts else None
+    shares = parallel.gather(mine)  # rank r holds rows r, r + world, …
+    heads = []
+    for n, first in enumerate(next(share for share in shares if share is not None)):
+        out = torch.empty(sum(len(share[n]) for share in shares if share is not None), first.shape[1])
+        for rank, share in enumerate(shares):
+            if share is not None:
+                out[rank :: parallel.world()] = share[n]
+        heads.append(out)
+    return heads
 
 
 def fused_scores(heads: list[Tensor], weights: Tensor, targets: Tensor) -> tuple[float, Tensor]:
@@ -467,55 +419,41 @@ def make_optimizer(model: VideoClassifier, options: TrainOptions) -> torch.optim
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=WEIGHT_DECAY)
 
 
-def _pick_views(train: Tensors, generator: torch.Generator) -> Tensor:
-    """One random cached view of each training clip for this epoch."""
-    rows = []
-    for clip in train.clip_index.unique().tolist():
-        candidates = (train.clip_index == clip).nonzero().flatten()
-        rows.append(candidates[torch.randint(len(candidates), (1,), generator=generator)])
-    return torch.cat(rows)
-
-
-def _train_epoch(model: VideoClassifier, train: Tensors, options: TrainOptions, epoch: int, weight: Tensor | None,
-                 optimizer: torch.optim.Optimizer, device: torch.device) -> tuple[float, float]:
-    """One pass over one random view of every training clip; returns (mean loss, accuracy).
-    Its randomness comes from (seed, epoch): a resumed run continues as the uninterrupted one."""
-    generator = torch.Generator().manual_seed(options.seed * 100_003 + epoch)
-    torch.manual_seed(options.seed * 100_003 + epoch)  # dropout
+def _train_epoch(model: VideoClassifier, net: nn.Module, batches: DataLoader, options: TrainOptions, epoch: int,
+                 weight: Tensor | None, optimizer: torch.optim.Optimizer, device: torch.device) -> tuple[float, float]:
+    """One pass over one random view of every training clip (``net``: the model's ``Heads``,
+    wrapped for distributed training); returns (mean loss, accuracy) over all ranks. Its
+    randomness comes from (seed, epoch): a resumed run continues as the uninterrupted one."""
+    batches.sampler.set_epoch(epoch)
+    torch.manual_seed((options.seed * 100_003 + epoch) * parallel.world() + parallel.rank())  # dropout
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    rows = _pick_views(train, generator)
-    order = torch.randperm(len(rows), generator=generator)
     total_loss = correct = seen = 0.0
-    batches = progress([order[i : i + options.batch_size] for i in range(0, len(rows), options.batch_size)],
-                       desc=f"epoch {epoch}", unit="batch")
-    for batch_rows in batches:
-        batch = train.select(rows[batch_rows])
-        if options.hflip:
-            batch = mirror_clips(batch, torch.rand(len(batch_rows), generator=generator) < 0.5)
-        if batch.rgb is not None:
-            batch.rgb = _random_resized_crop(batch.rgb, generator)
-        heads = _batch_logits(model, batch, device)
-        targets = batch.targets.to(device)
-        loss = sum(nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.05)
+    bar = progress(batches, desc=f"epoch {epoch}", unit="batch")
+    for batch in bar:
+        batch = to_device(batch, device)
+        with autocast(device):
+            heads = [logits.float() for logits in net(batch)]
+        loss = sum(nn.functional.cross_entropy(logits, batch.targets, weight=weight, label_smoothing=0.05)
                    for logits in heads)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
-        total_loss += loss.item() * len(batch_rows)
-        correct += (fuse([h.detach() for h in heads], model.stream_weights).argmax(1) == targets).sum().item()
-        seen += len(batch_rows)
-        batches.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
+        total_loss += loss.item() * len(batch.targets)
+        correct += (fuse([h.detach() for h in heads], model.stream_weights).argmax(1) == batch.targets).sum().item()
+        seen += len(batch.targets)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
+    total_loss, correct, seen = parallel.total(total_loss, correct, seen)
     return total_loss / seen, correct / seen
 
 
-def _validate(model: VideoClassifier, val: Tensors, device: torch.device) -> tuple[float, float, Tensor]:
+def _validate(model: VideoClassifier, val: DataLoader, device: torch.device) -> tuple[float, float, Tensor]:
     """Choose the fusion weights on validation, set them; returns (loss, accuracy, right clips)."""
-    logits = head_logits(model, val, device)
-    model.stream_weights.copy_(torch.tensor(choose_stream_weights(model.config.heads, logits, val.targets)))
-    loss, probabilities = fused_scores(logits, model.stream_weights, val.targets)
-    correct = probabilities.argmax(1) == val.targets
+    logits, targets = head_logits(model, val, device), val.dataset.targets
+    model.stream_weights.copy_(torch.tensor(choose_stream_weights(model.config.heads, logits, targets)))
+    loss, probabilities = fused_scores(logits, model.stream_weights, targets)
+    correct = probabilities.argmax(1) == targets
     return loss, float(correct.float().mean()), correct
 
 
@@ -557,7 +495,10 @@ def check_resumable(options: TrainOptions, splits: Splits, log: Log) -> None:
             raise _refused(path, difference)
         if difference is not None:
             log(f"note: {path} was made {difference}; --force: starting over")
-            path.unlink()
+            parallel.barrier()  # every rank has read it
+            if parallel.is_main():
+                path.unlink()
+    parallel.barrier()
 
 
 def _refused(path: Path, difference: str) -> DatasetError:
@@ -565,14 +506,15 @@ def _refused(path: Path, difference: str) -> DatasetError:
                         "to start over")
 
 
-def fit(model: VideoClassifier, train: Tensors, val: Tensors | None, options: TrainOptions, device: torch.device,
+def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, options: TrainOptions, device: torch.device,
         log: Log, stage: Stage, history: Sequence[EpochRecord] = (), best: Best | None = None,
         after_epoch: Callable[[], None] = lambda: None) -> tuple[Best, list[EpochRecord]]:
     """One stage: AdamW + cosine decay over ``stage.epochs``, a checkpoint after every epoch
     (unless ``stage.checkpoint`` is None). With ``val``: early stopping, and the best epoch and
     fusion weights chosen on it; without: the full schedule, and the model as it ends.
     ``history`` and ``best`` carry over from an earlier stage (epochs are numbered on from it),
-    so the best epoch is the best of all stages."""
+    so the best epoch is the best of all stages. Under torchrun, each rank trains on its share
+    of every epoch's clips and sees the same metrics; rank 0 writes the checkpoints."""
     optimizer = make_optimizer(model, options)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=stage.epochs)
     counts = torch.bincount(train.targets, minlength=len(model.config.labels)).float()
@@ -582,6 +524,9 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors | None, options: Tr
         checkpoint = _resume(stage, model, optimizer, scheduler, log)
         history, best, done = checkpoint.history, checkpoint.best, checkpoint.stage_epochs_done
     before = len(history) - done  # epochs of earlier stages
+    net = parallel.wrap(Heads(model), device)
+    batches = loader(train, EpochSampler(train, options.hflip), options.batch_size, options.workers, device)
+    val_batches = None if val is None else eval_loader(val, options.workers, device)
     prefix = "" if stage.name == "train" else f"{stage.name} "
     for step in progress(range(done + 1, stage.epochs + 1), desc=stage.name, unit="epoch", initial=done,
                          total=stage.epochs):
@@ -590,10 +535,10 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors | None, options: Tr
             log(f"{prefix}early stop: no val improvement for {stage.patience} epochs")
             break
         started = time.perf_counter()
-        train_loss, train_acc = _train_epoch(model, train, options, epoch, weight, optimizer, device)
+        train_loss, train_acc = _train_epoch(model, net, batches, options, epoch, weight, optimizer, device)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val_loss, val_acc, correct = _validate(model, val, device) if val is not None else (math.nan, math.nan, None)
+        val_loss, val_acc, correct = (math.nan, math.nan, None) if val_batches is None else _validate(model, val_batches, device)
         history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr,
                                    time.perf_counter() - started, stage.name))
         if correct is not None and best.beaten_by(val_acc, val_loss, correct):
@@ -603,7 +548,7 @@ def fit(model: VideoClassifier, train: Tensors, val: Tensors | None, options: Tr
         log(f"{prefix}epoch {step}/{stage.epochs}  train loss {train_loss:.3f} acc {train_acc:.3f}"
             + (f"  val loss {val_loss:.3f} acc {val_acc:.3f}" if val is not None else "")
             + f"  {history[-1].seconds:.1f}s" + ("  *best" if best.epoch == epoch else ""))
-        if stage.checkpoint is not None:
+        if stage.checkpoint is not None and parallel.is_main():
             write_metrics_csv(metrics_csv_path(options.out), history)
             Checkpoint(model.config.to_dict(), stage.identity, stage.epochs, step, model.state_dict(), optimizer.state_dict(),
                        scheduler.state_dict(), history, best).save(stage.checkpoint)
@@ -660,23 +605,22 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
     folds and scores its held-out clips after every epoch. Returns the choice and the
     out-of-fold report at it. Each finished fold is checkpointed for ``--resume``."""
     model, options, splits, log = inputs.model, inputs.options, inputs.splits, inputs.log
-    data = inputs.train()
-    uniform = torch.tensor([view == 0 for _, view, _ in inputs.train_views])  # one row per clip
-    clips = [splits.train[c] for c in data.clip_index[uniform].tolist()]
+    data, clips = inputs.train(), inputs.train_items
     folds = min(CV_FOLDS, len({group_key(item) for item in clips}))
     clip_fold = torch.tensor(group_folds(clips, folds, options.seed))
-    row_fold = torch.full((len(splits.train),), -1).index_put_((data.clip_index[uniform],), clip_fold)[data.clip_index]
     path, key = checkpoint_path(options.out, "cv"), [model.config.to_dict(), inputs.identity(), clip_fold.tolist()]
     done = _load_folds(path, key) if options.resume else {}
     if done:
         log(f"resuming cross-validation from {path} with {len(done)} of {folds} folds done")
-    targets = data.targets[uniform]
+    targets = data.targets
     log(f"choosing epochs and fusion weights by {folds}-fold cross-validation by group over {len(clips)} clips")
     for fold in range(folds):
         if fold not in done:
-            done[fold] = _fold_logits(inputs, data.select(row_fold != fold), data.select(uniform & (row_fold == fold)))
-            with atomic_write(path) as handle:
-                torch.save({"key": key, "folds": done}, handle)
+            where = lambda inside: (clip_fold == fold).eq(inside).nonzero().flatten().tolist()  # noqa: E731
+            done[fold] = _fold_logits(inputs, data.subset(where(False)), data.subset(where(True)))
+            if parallel.is_main():
+                with atomic_write(path) as handle:
+                    torch.save({"key": key, "folds": done}, handle)
         right = fuse(done[fold][-1], model.stream_weights).argmax(1) == targets[clip_fold == fold]
         log(f"fold {fold + 1}/{folds}: {int(right.sum())}/{len(right)} held-out clips right after the full schedule")
     choice = cross_validated_choice(model.config.heads, _pooled(done, clip_fold), targets,
@@ -689,13 +633,14 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
     return choice, report
 
 
-def _fold_logits(inputs: Inputs, train: Tensors, held: Tensors) -> list[list[Tensor]]:
+def _fold_logits(inputs: Inputs, train: CachedClips, held: CachedClips) -> list[list[Tensor]]:
     """A fresh copy of the untrained model fits ``train`` for the full schedule; every head's
     logits on ``held`` after each epoch."""
     model, logits = copy.deepcopy(inputs.model), []
+    held_batches = eval_loader(held, inputs.options.workers, inputs.device)
     fit(model, train, None, inputs.options, inputs.device, lambda line: None,
         Stage("fold", inputs.options.epochs, None, inputs.options.epochs),
-        after_epoch=lambda: logits.append(head_logits(model, held, inputs.device)))
+        after_epoch=lambda: logits.append(head_logits(model, held_batches, inputs.device)))
     return logits
 
 
@@ -733,8 +678,9 @@ def summarise(inputs: Inputs, best: Best, history: list[EpochRecord], cv: tuple[
     model, splits, options, val = inputs.model, inputs.splits, inputs.options, inputs.val()
     grouped = "" if splits.groups() is not None else "; may share people or scenes with training: no groups"
     if val is not None:
-        _, probabilities = fused_scores(head_logits(model, val, inputs.device), model.stream_weights, val.targets)
-        report = evaluate_scores(splits.labels, [str(splits.val[c].path) for c, _, _ in inputs.val_views],
+        logits = head_logits(model, eval_loader(val, options.workers, inputs.device), inputs.device)
+        _, probabilities = fused_scores(logits, model.stream_weights, val.targets)
+        report = evaluate_scores(splits.labels, [str(item.path) for item in inputs.val_items],
                                  [splits.labels[t] for t in val.targets.tolist()], probabilities.numpy())
         title = (f"best epoch {best.epoch} of {len(history)}: validation split ({report.count} clips{grouped})" if cv is None
                  else f"validation split ({report.count} clips{grouped}; too few to choose on: choices cross-validated)")
@@ -768,7 +714,11 @@ def train(options: TrainOptions, log: Log) -> TrainResult:
     if options.resume and not checkpoint_path(options.out).is_file():
         log(f"note: no checkpoint at {checkpoint_path(options.out)}; starting from scratch")
     torch.manual_seed(options.seed)
-    device = resolve_device(options.device)
+    with parallel.session(resolve_device(options.device)) as device:
+        return _train(options, device, log)
+
+
+def _train(options: TrainOptions, device: torch.device, log: Log) -> TrainResult:
     splits = plan_splits(options.data, options.val_split, options.seed, options.group)
     splits.log(log)
     check_resumable(options, splits, log)
@@ -789,7 +739,9 @@ def train(options: TrainOptions, log: Log) -> TrainResult:
             best, history = finetune_stage(inputs, best, history, resuming_finetune)
         model.load_state_dict(best.state)
     report, title, summary = summarise(inputs, best, history, cv)
-    save_model(model, options.out, summary, force=options.force)
-    for stage in ("train", "finetune", "cv"):
-        checkpoint_path(options.out, stage).unlink(missing_ok=True)
+    if parallel.is_main():
+        save_model(model, options.out, summary, force=options.force)
+        for stage in ("train", "finetune", "cv"):
+            checkpoint_path(options.out, stage).unlink(missing_ok=True)
+    parallel.barrier()
     return TrainResult(report, title, history, inputs.skipped, options.out)

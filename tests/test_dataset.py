@@ -1,0 +1,106 @@
+"""Training inputs streamed from the cache: cheap content keys, loaders with worker processes,
+seeded epochs, and distributed training under torchrun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cached import cached_clips
+from vidclf.data import DIGEST_BLOCK, clip_digests, file_digest, full_digest
+from vidclf.dataset import LOADER_MIN_ITEMS, EpochSampler, loader
+from vidclf.samples import make_samples
+
+CPU = torch.device("cpu")
+
+
+def test_a_clip_is_keyed_by_its_ends_and_whole_files_settle_a_tie(tmp_path: Path) -> None:
+    """Two 3 MiB files that differ only in the middle share the cheap key (size, first and
+    last MiB); within one dataset such a tie is settled by hashing both whole."""
+    body = bytearray(os.urandom(3 * DIGEST_BLOCK))
+    a, b, c = tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "c.mp4"
+    a.write_bytes(body)
+    body[len(body) // 2] ^= 0xFF
+    b.write_bytes(body)
+    body[0] ^= 0xFF
+    c.write_bytes(body)
+    assert file_digest(a) == file_digest(b) != file_digest(c)
+    keys = clip_digests([a, b, c], [file_digest(p) for p in (a, b, c)])
+    assert keys == [full_digest(a), full_digest(b), file_digest(c)] and len(set(keys)) == 3
+    twin = tmp_path / "renamed.mp4"
+    twin.write_bytes(a.read_bytes())
+    assert clip_digests([a, twin], [file_digest(a), file_digest(twin)])[0] == full_digest(twin)  # same content, same key
+
+
+def some_clips(n: int, views: int = 1) -> object:
+    generator = torch.Generator().manual_seed(n)
+    motion = torch.randn(n, 4, 4, 8, 8, generator=generator)
+    return cached_clips(motion, torch.arange(n) % 3, torch.full((n,), 4), f"clips-{n}", views=views)
+
+
+def test_worker_processes_read_the_same_batches_in_the_same_order() -> None:
+    """An epoch's batches (views, mirroring, order) come from (seed, epoch, clip): the same read
+    by worker processes as in this one, and another epoch differs."""
+    data = some_clips(LOADER_MIN_ITEMS + 20, views=4)
+
+    def epoch(workers: int, number: int) -> list[tuple]:
+        sampler = EpochSampler(data, hflip=True)
+        batches = loader(data, sampler, 64, workers, CPU)
+        sampler.set_epoch(number)
+        assert batches.num_workers == workers
+        return [(batch.keys, batch.motion) for batch in batches]
+
+    here, there = epoch(0, 3), epoch(2, 3)
+    assert [keys for keys, _ in here] == [keys for keys, _ in there]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(here, there))
+    keys = [key for batch, _ in here for key in batch]
+    assert sorted(key.clip for key in keys) == list(range(len(data)))  # every clip once
+    assert {key.view for key in keys} == {0, 1, 2, 3} and {key.mirror for key in keys} == {False, True}
+    assert [k for batch, _ in epoch(0, 4) for k in batch] != keys
+
+
+def test_small_loaders_read_in_process() -> None:
+    data = some_clips(10)
+    assert loader(data, EpochSampler(data, hflip=False), 4, 2, CPU).num_workers == 0
+
+
+def torchrun(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vidclf", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_torchrun_trains_one_model_speaks_once_and_resumes_after_sigterm(tmp_path: Path) -> None:
+    """Two processes (gloo) train one model: stopped by SIGTERM (as Slurm or Kubernetes stop
+    a job) after a checkpoint, then resumed with --resume: every epoch logged once, one report
+    on stdout, one model file that predicts; validation is split between the ranks and gathered."""
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    for split, seed in (("train", 1), ("val", 2)):
+        make_samples(tmp_path / "data" / split, clips_per_class=5, seed=seed, classes=("move_left", "move_right"))
+    out = tmp_path / "ddp.vidclf"
+    args = ["train", str(tmp_path / "data"), "--out", str(out), "--preset", "motion", "--epochs", "40", "--patience", "40",
+            "--frames", "4", "--size", "32", "--workers", "1"]
+    first = torchrun(*args, env=env)
+    checkpoint = out.with_name(out.name + ".ckpt")
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+    _, errors = first.communicate(timeout=120)
+    assert first.returncode != 0 and errors.count("terminated (SIGTERM)") >= 1 and checkpoint.exists() and not out.exists()
+
+    resumed = torchrun(*args, "--resume", env=env)
+    stdout, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr
+    assert stderr.count("resuming from") == 1 and stderr.count("epoch 40/40") == 1 and stderr.count("train: 10 clips") == 1
+    assert stdout.count("validation split (10 clips") == 1 and stdout.count(str(out)) == 1
+    assert not checkpoint.exists()
+    predicted = subprocess.run([sys.executable, "-m", "vidclf", "predict", str(tmp_path / "data" / "val"),
+                                "--model", str(out), "--format", "csv"], capture_output=True, text=True, env=env)
+    assert predicted.returncode == 0 and len(predicted.stdout.splitlines()) > 10, predicted.stderr
