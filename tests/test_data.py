@@ -11,7 +11,7 @@ import pytest
 from indexed import write_indexed_video
 from vidclf.config import ModelConfig, SamplingSpec
 from vidclf.data import (
-    DatasetError, LabelledVideo, check_trainable, compute_view, discover, group_folds, load_view,
+    DatasetError, LabelledVideo, cache_view, check_trainable, compute_view, discover, group_folds, load_view,
     stratified_split, view_cache_path, file_digest,
 )
 from vidclf.motion import FLOWS, clip_motion
@@ -77,6 +77,23 @@ def test_view_is_cached_and_recomputed_when_damaged(tmp_path: Path) -> None:
     assert np.array_equal(first.rgb, healed.rgb)
     uniform, _ = load_view(video, file_digest(video), spec, view=0, seed=0)
     assert not np.array_equal(first.rgb, uniform.rgb)  # a random view differs from uniform
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate"])
+def test_a_damaged_cache_entry_is_rebuilt_never_trusted(tmp_path: Path, damage: str) -> None:
+    video = write_indexed_video(tmp_path / "v.avi", 30)
+    spec, digest = sampling(frames=6, size=32, motion_size=8), file_digest(video)
+    assert cache_view((video, digest, spec, 1, 0)) == ((), None)
+    entry = view_cache_path(digest, spec, 1, 0)
+    whole = entry.read_bytes()
+    damaged = bytearray(whole)
+    if damage == "truncate":
+        damaged = damaged[: len(damaged) // 2]
+    else:
+        damaged[len(damaged) // 3] ^= 0x01  # inside the frames: only the zip's CRC can tell
+    entry.write_bytes(bytes(damaged))
+    assert cache_view((video, digest, spec, 1, 0)) == ((), None)
+    assert entry.read_bytes() == whole
 
 
 def test_random_views_are_seeded(tmp_path: Path) -> None:

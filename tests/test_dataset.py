@@ -3,6 +3,7 @@ seeded epochs, and distributed training under torchrun."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -14,8 +15,8 @@ import pytest
 import torch
 
 from cached import cached_clips
-from vidclf.data import DIGEST_BLOCK, clip_digests, file_digest, full_digest
-from vidclf.dataset import LOADER_MIN_ITEMS, EpochSampler, loader
+from vidclf.data import DIGEST_BLOCK, clip_digests, file_digest, full_digest, view_cache_path
+from vidclf.dataset import LOADER_MIN_ITEMS, CacheError, EpochSampler, loader
 from vidclf.samples import make_samples
 
 CPU = torch.device("cpu")
@@ -66,6 +67,16 @@ def test_worker_processes_read_the_same_batches_in_the_same_order() -> None:
     assert [k for batch, _ in epoch(0, 4) for k in batch] != keys
 
 
+def test_a_cache_entry_gone_while_training_is_one_clear_line(private_cache: Path) -> None:
+    data = some_clips(LOADER_MIN_ITEMS)
+    entry = view_cache_path(data.digests[7], data.spec, 0, data.seed)
+    entry.unlink()
+    for workers in (0, 2):
+        with pytest.raises(CacheError) as caught:
+            list(loader(data, range(len(data)), 64, workers, CPU))
+        assert str(caught.value).startswith(f"{entry}: a cache entry is missing or damaged") and "\n" not in str(caught.value)
+
+
 def test_small_loaders_read_in_process() -> None:
     data = some_clips(10)
     assert loader(data, EpochSampler(data, hflip=False), 4, 2, CPU).num_workers == 0
@@ -104,3 +115,44 @@ def test_torchrun_trains_one_model_speaks_once_and_resumes_after_sigterm(tmp_pat
     predicted = subprocess.run([sys.executable, "-m", "vidclf", "predict", str(tmp_path / "data" / "val"),
                                 "--model", str(out), "--format", "csv"], capture_output=True, text=True, env=env)
     assert predicted.returncode == 0 and len(predicted.stdout.splitlines()) > 10, predicted.stderr
+
+
+def test_two_processes_learn_as_one_with_the_same_global_batch(tmp_path: Path) -> None:
+    """2 ranks × batch 4 take the same clips per step as 1 process × batch 8 (DistributedSampler
+    deals each global batch out between the ranks, DDP averages their gradients). Dropout masks
+    and BatchNorm batch statistics are per rank, so the runs agree closely, not bit for bit:
+    validation loss within 2% and training loss within 10% at every epoch."""
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    for split, seed in (("train", 1), ("val", 2)):
+        make_samples(tmp_path / "data" / split, clips_per_class=8 if split == "train" else 5, seed=seed,
+                     classes=("move_left", "move_right"))
+    args = ["train", str(tmp_path / "data"), "--preset", "motion", "--epochs", "3", "--patience", "3",
+            "--frames", "4", "--size", "32", "--workers", "1"]
+    one = subprocess.run([sys.executable, "-m", "vidclf", *args, "--out", str(tmp_path / "one.vidclf"), "--batch-size", "8"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = torchrun(*args, "--out", str(tmp_path / "two.vidclf"), "--batch-size", "4", env=env)
+    _, errors = two.communicate(timeout=600)
+    assert two.returncode == 0, errors
+    rows = [list(csv.DictReader((tmp_path / f"{name}.vidclf.metrics.csv").open())) for name in ("one", "two")]
+    assert len(rows[0]) == len(rows[1]) == 3
+    for a, b in zip(*rows):
+        assert abs(float(a["val_loss"]) - float(b["val_loss"])) <= 0.02 * float(a["val_loss"]), (a, b)
+        assert abs(float(a["train_loss"]) - float(b["train_loss"])) <= 0.10 * float(a["train_loss"]), (a, b)
+
+
+def test_two_trainings_at_once_share_the_cache_without_harm(tmp_path: Path) -> None:
+    """Both decode the same views into one cache at the same time (each entry written to a temp
+    file and renamed): both finish, and with the same seed make the same model."""
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    make_samples(tmp_path / "data", clips_per_class=6, seed=3, classes=("move_left", "move_right"))
+    args = ["train", str(tmp_path / "data"), "--epochs", "2", "--frames", "4", "--size", "32", "--workers", "1",
+            "--val-split", "0.5", "--finetune-epochs", "0"]
+    runs = [subprocess.Popen([sys.executable, "-m", "vidclf", *args, "--out", str(tmp_path / f"{n}.vidclf")], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for n in range(2)]
+    for run in runs:
+        _, errors = run.communicate(timeout=600)
+        assert run.returncode == 0, errors
+    states = [torch.load(tmp_path / f"{n}.vidclf", weights_only=True)["state_dict"] for n in range(2)]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not list((tmp_path / "cache").rglob("*.tmp"))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from vidclf.files import atomic_write
 from vidclf.progress import progress
@@ -24,6 +26,29 @@ def test_atomic_write_replaces_the_file_whole_and_leaves_no_temp_file(tmp_path: 
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the permissions open() gives, not mkstemp's 0600
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_during_a_write_waits_until_it_is_whole(tmp_path: Path, sig: int) -> None:
+    """Stopped inside torch.save, a checkpoint was lost (and the run ended in an internal
+    error): the signal now arrives once the file is complete."""
+    class Stopped(Exception):
+        pass
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped
+
+    previous = signal.signal(sig, stop)
+    path = tmp_path / "checkpoint.pt"
+    try:
+        with pytest.raises(Stopped):
+            with atomic_write(path) as handle:
+                os.kill(os.getpid(), sig)
+                torch.save({"weights": torch.arange(100_000)}, handle)
+    finally:
+        signal.signal(sig, previous)
+    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.arange(100_000))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
 def test_a_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:

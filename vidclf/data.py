@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import signal
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -299,11 +300,12 @@ def feature_cache_path(digest: str, spec: SamplingSpec, view: int, seed: int, mi
 
 
 def read_npz(path: Path, *names: str) -> list[np.ndarray] | None:
-    """The named arrays of a cache entry, or None when it is absent or damaged."""
+    """The named arrays of a cache entry, or None when it is absent or damaged (truncated, or
+    failing the zip's CRC check)."""
     try:
         with np.load(path, allow_pickle=False) as arrays:
             return [arrays[name] for name in names]
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
 
@@ -328,10 +330,10 @@ ViewJob = tuple[Path, str, SamplingSpec, int, int]  # (path, digest, spec, view,
 
 
 def cache_view(job: ViewJob) -> tuple[tuple[str, ...], str | None]:
-    """Make sure a view is in the cache (for a worker process: only small results travel
+    """Make sure a view is in the cache, whole (for a worker process: only small results travel
     back). Returns (decode warnings, None) or ((), error line)."""
     path, digest, spec, view, seed = job
-    if read_npz(view_cache_path(digest, spec, view, seed), "length") is not None:
+    if read_npz(view_cache_path(digest, spec, view, seed), "rgb", "motion", "length") is not None:
         return (), None
     try:
         return load_view(path, digest, spec, view, seed)[1], None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -34,6 +35,10 @@ READS = ("motion", "features", "frames")  # what a batch carries besides the flo
 
 class CacheError(VidclfError):
     """A cache entry vanished or was damaged while training read it."""
+
+    def __init__(self, message: str) -> None:
+        # DataLoader raises it again in the main process with the worker's traceback: keep the message.
+        super().__init__(message.rstrip().splitlines()[-1].split("CacheError: ", 1)[-1])
 
 
 class Key(NamedTuple):
@@ -112,18 +117,21 @@ class CachedClips(Dataset):
 
     def missing_features(self, views: int, mirrored: bool) -> list[Key]:
         """The keys (views 0 … views-1, and their mirror images if ``mirrored``) whose frozen
-        features are not cached yet."""
+        features are not cached yet, or not whole."""
         keys = [Key(clip, view, mirror) for clip in range(len(self)) for view in range(views)
                 for mirror in ((False, True) if mirrored else (False,))]
-        return [key for key in keys if not feature_cache_path(self.digests[key.clip], self.spec, key.view, self.seed,
-                                                              key.mirror).is_file()]
+        return [key for key in keys if read_npz(feature_cache_path(self.digests[key.clip], self.spec, key.view,
+                                                                   self.seed, key.mirror), "features") is None]
 
 
-def _read(path: object, names: Sequence[str]) -> list[np.ndarray]:
+def _read(path: Path, names: Sequence[str]) -> list[np.ndarray]:
     arrays = read_npz(path, *names)
     if arrays is None:
-        raise CacheError(f"{path}: a cache entry vanished or is damaged while training read it; run again "
-                         "(it will be recomputed), and do not clear the cache (VIDCLF_CACHE_DIR) while training")
+        path.unlink(missing_ok=True)  # so that the next run computes it again
+        where = ("; under torchrun, VIDCLF_CACHE_DIR must be one folder every machine shares" if parallel.world() > 1
+                 else "")
+        raise CacheError(f"{path}: a cache entry is missing or damaged; run again (it will be recomputed) and do "
+                         f"not clear the cache (VIDCLF_CACHE_DIR) while training{where}")
     return arrays
 
 

@@ -88,11 +88,19 @@ def total(*values: float) -> list[float]:
     return tensor.tolist()
 
 
+def same_buffers(module: nn.Module) -> None:
+    """Rank 0's buffers on every rank: each rank's BatchNorm statistics ran over its own
+    batches, and validation (split between the ranks) and the checkpoint need one model."""
+    if world() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around ``module`` (gradients averaged over the ranks), or the
     module itself in a one-process run."""
     if world() == 1:
         return module
     ids = [device.index] if device.type == "cuda" else None
-    # The buffers (fusion weights, frozen BatchNorm statistics) are set alike on every rank.
+    # Buffers are made the same once an epoch (same_buffers), not at every step.
     return nn.parallel.DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)

@@ -36,7 +36,7 @@ from vidclf.data import (
 )
 from vidclf.dataset import CachedClips, EpochSampler, Key, Tensors, loader, to_device
 from vidclf.device import resolve_device
-from vidclf.files import atomic_write
+from vidclf.files import atomic_write, remove_leftovers
 from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
 from vidclf.model import Lite0Features, VideoClassifier, fuse
 from vidclf.modelfile import ModelFileError, save_model
@@ -46,6 +46,7 @@ from vidclf.selection import (
 from vidclf.progress import progress
 
 Log = Callable[[str], None]
+STAGES = ("train", "finetune", "cv")  # each with its checkpoint file
 VIEWS = 4  # cached samplings per training clip: 1 uniform + 3 seeded random
 WEIGHT_DECAY = 1e-2
 # Fine-tuning: Lite0 learns at lr × this, the heads at lr; a full lr wrecks the ImageNet features.
@@ -536,6 +537,7 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
             break
         started = time.perf_counter()
         train_loss, train_acc = _train_epoch(model, net, batches, options, epoch, weight, optimizer, device)
+        parallel.same_buffers(model)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val_loss, val_acc, correct = (math.nan, math.nan, None) if val_batches is None else _validate(model, val_batches, device)
@@ -713,6 +715,9 @@ def train(options: TrainOptions, log: Log) -> TrainResult:
         raise ModelFileError(f"{options.out}: already exists; pass --force to overwrite it")
     if options.resume and not checkpoint_path(options.out).is_file():
         log(f"note: no checkpoint at {checkpoint_path(options.out)}; starting from scratch")
+    if parallel.is_main():
+        for path in (options.out, metrics_csv_path(options.out), *(checkpoint_path(options.out, s) for s in STAGES)):
+            remove_leftovers(path)
     torch.manual_seed(options.seed)
     with parallel.session(resolve_device(options.device)) as device:
         return _train(options, device, log)
@@ -741,7 +746,7 @@ def _train(options: TrainOptions, device: torch.device, log: Log) -> TrainResult
     report, title, summary = summarise(inputs, best, history, cv)
     if parallel.is_main():
         save_model(model, options.out, summary, force=options.force)
-        for stage in ("train", "finetune", "cv"):
+        for stage in STAGES:
             checkpoint_path(options.out, stage).unlink(missing_ok=True)
     parallel.barrier()
     return TrainResult(report, title, history, inputs.skipped, options.out)
