@@ -442,6 +442,34 @@ def info(
 
 
 @command
+def check(
+    data: Annotated[Path, typer.Argument(help=DATA_HELP, show_default=False)],
+    frames: Annotated[int, typer.Option("--frames", min=1, help="Frames a clip must have (as train's --frames).")] = DEFAULTS.frames,
+    workers: Annotated[int, typer.Option(min=0, help="Processes probing clips.")] = DEFAULTS.workers,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object instead of tables.")] = False,
+) -> None:
+    """Check a dataset before a long training: every clip decodes, is long enough, no video twice.
+
+    Reports clips that cannot be opened or decode 0 frames, stop decoding early, are shorter than
+    --frames, or have a size or frame rate far from the dataset's; class counts and imbalance; and
+    identical files in two classes or in two splits (leakage). Exit 0: no problems; 4: problems.
+
+    Example: [bold]vidclf check ./clips --json | jq '.duplicates'[/bold]
+    """
+    from vidclf.check import check_dataset
+    from vidclf.output import check_tables
+
+    report = check_dataset(data, frames, workers)
+    if as_json:
+        json.dump(report.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        for table in check_tables(report):
+            stdout_console().print(table)
+    raise typer.Exit(ExitCode.PARTIAL if report.problems else ExitCode.OK)
+
+
+@command
 def eval(  # noqa: A001 - the command is called eval
     data: Annotated[Path, typer.Argument(help=DATA_HELP + " Its test split is used when present.", show_default=False)],
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file \\[default: the shipped default model].",

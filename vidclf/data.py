@@ -2,8 +2,8 @@
 
 A *view* of a clip is one sampling of it: T frames (view 0 = uniform, views ≥ 1 = seeded random
 segment sampling for augmentation) plus the optical-flow maps between them. Views are computed once
-and cached on disk, keyed by the file's content hash and every sampling parameter, so epochs
-after the first only read small arrays.
+and cached on disk, keyed by the clip's content (``file_digest``) and every sampling parameter;
+training reads them back in batches (``vidclf.dataset``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from vidclf.check import CheckReport
     from vidclf.metrics import EvalReport
     from vidclf.predict import Prediction, Segment
 
@@ -53,6 +54,28 @@ def probe_table(records: Sequence[dict[str, object]]) -> Table:
         else:
             table.add_row(*(_cell(record[key]) for key, _ in _PROBE_COLUMNS))
     return table
+
+
+def check_tables(report: "CheckReport") -> list[Table]:
+    """``vidclf check`` for people: clips with problems, class counts, identical files."""
+    problems = Table(title=f"{report.problems} problem(s) in {len(report.clips)} clips")
+    for name in ("video", "label", "split", "problem"):
+        problems.add_column(name, overflow="fold")
+    for clip in report.clips:
+        for problem in clip.problems:
+            problems.add_row(escape(clip.path), escape(clip.label), clip.split, escape(problem))
+    for duplicate in report.duplicates:
+        problems.add_row(escape("\n".join(duplicate["paths"])), escape(", ".join(duplicate["labels"])),
+                         ", ".join(duplicate["splits"]), f"the same video {duplicate['why']}")
+    counts = Table(title="clips per class")
+    counts.add_column("label")
+    splits = list(report.counts)
+    for split in splits:
+        counts.add_column(split, justify="right")
+    for label in sorted({label for c in report.counts.values() for label in c}):
+        counts.add_row(escape(label), *(str(report.counts[split].get(label, 0)) for split in splits))
+    counts.add_row("largest / smallest", *(f"{report.imbalance[split]:.1f}" for split in splits))
+    return [problems, counts]
 
 
 class PredictionWriter:

@@ -1,10 +1,13 @@
 """Training: data folder → cached clip views → fitted classifier → model file.
 
 The stages, in order: ``plan_splits`` (find, split, count) → ``prepare_inputs`` (decode and
-flow, cached, in parallel; frozen Lite0 features, cached) → ``frozen_stage`` (epochs on cached
-features, early stopping) → ``finetune_stage`` (Lite0's later layers learn; kept only if it
-wins significantly) → ``summarise`` → the model file. Each epoch writes a ``Checkpoint``, so
-an interrupted run resumes where it stopped. Why two stages: docs/design.md.
+flow into the cache, in parallel; frozen Lite0 features, cached) → ``frozen_stage`` (epochs on
+cached features, early stopping) → ``finetune_stage`` (Lite0's later layers learn; kept only if
+it wins significantly) → ``summarise`` → the model file; or, with too few validation clips,
+``cross_validate`` → ``final_stage``. Every epoch streams its batches from the cache
+(``vidclf.dataset``) and writes a ``Checkpoint``, so an interrupted run resumes where it
+stopped. Under torchrun each rank trains on its share (``vidclf.parallel``). Why two stages:
+docs/design.md.
 """
 
 from __future__ import annotations
@@ -289,6 +292,7 @@ class Inputs:
     val_items: list[LabelledVideo]
     val_clips: CachedClips | None
     skipped: list[str]
+    _encoded: set[tuple[int, bool]] = field(default_factory=set)  # (id of the clips, mirrored): features cached
 
     def identity(self) -> dict[str, object]:
         return run_identity(self.options, self.splits)
@@ -304,8 +308,10 @@ class Inputs:
             return data.reading("motion")
         if not self.model.backbone_frozen:
             return data.reading("frames")
-        encode_features(self.model, data.reading("frames"), data.missing_features(views, mirrored), self.options.workers,
-                        self.device, self.log)
+        if (id(data), mirrored) not in self._encoded:
+            encode_features(self.model, data.reading("frames"), data.missing_features(views, mirrored),
+                            self.options.workers, self.device, self.log)
+            self._encoded.add((id(data), mirrored))
         return data.reading("features")
 
 
