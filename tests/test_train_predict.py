@@ -678,3 +678,69 @@ def test_train_from_a_manifest_keeps_groups_apart_and_says_so(tmp_path: Path) ->
     assert bad.returncode == 3 and bad.stderr.count("\n") == 1 and "not a valid regular expression" in bad.stderr
     missing = run_cli("train", str(tmp_path / "nothing.csv"), env=env)
     assert missing.returncode == 3 and "no such folder or manifest" in missing.stderr
+
+
+class PartServer:
+    """A local HTTP server that sends the first ``fraction`` of a file's bytes, then stalls (sends
+    nothing more until the test ends) or drops the connection; ``silent``: sends nothing at all."""
+
+    def __init__(self, path: Path, fraction: float, then: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        data, released = path.read_bytes(), threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                if then != "silent":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: int(len(data) * fraction)])
+                    self.wfile.flush()
+                if then != "drop":
+                    released.wait(120)
+                self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.released, self.server = released, ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/{path.name}"
+
+    def __enter__(self) -> PartServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.released.set()
+        self.server.shutdown()
+
+
+def test_a_stream_that_stalls_fails_clearly_after_its_timeout(workspace: dict, two_part_video: Path) -> None:
+    """Whole windows written before the stall stay written (exit 4); a single clip fails (exit 3);
+    a server that never answers fails to open. Each after --stream-timeout, not OpenCV's 30 s."""
+    args = ["-m", str(workspace["model"]), "--stream-timeout", "2", "-f", "jsonl"]
+    with PartServer(two_part_video, 0.6, "stall") as server:
+        started = time.monotonic()
+        windows = run_cli("predict", server.url, *args, "--window", "1", env=workspace["env"])
+        assert time.monotonic() - started < 60
+        lines = windows.stdout.splitlines()
+        assert windows.returncode == 4, windows.stderr
+        assert len(lines) >= 3 and all("start_s" in json.loads(line) for line in lines[:-1])
+        assert json.loads(lines[-1])["error"].startswith("the stream stalled: no frame for 2 s after frame")
+        whole = run_cli("predict", server.url, *args, env=workspace["env"])
+        assert whole.returncode == 3 and "the stream stalled" in whole.stderr, whole.stderr
+    with PartServer(two_part_video, 0, "silent") as server:
+        silent = run_cli("predict", server.url, *args, env=workspace["env"])
+        assert silent.returncode == 3 and "cannot open the stream: nothing came for 2 s" in silent.stderr, silent.stderr
+
+
+def test_a_stream_that_drops_mid_file_keeps_what_came(workspace: dict, two_part_video: Path) -> None:
+    with PartServer(two_part_video, 0.6, "drop") as server:
+        windows = run_cli("predict", server.url, "-m", str(workspace["model"]), "--window", "1", "-f", "jsonl",
+                          env=workspace["env"])
+    lines = [json.loads(line) for line in windows.stdout.splitlines()]
+    assert windows.returncode == 0, windows.stderr
+    assert len(lines) >= 3 and all("start_s" in line for line in lines)

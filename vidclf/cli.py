@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from vidclf import __version__
-from vidclf.config import PRESETS, PresetName, Temporal, TrainOptions
+from vidclf.config import PRESETS, STREAM_TIMEOUT_S, PresetName, Temporal, TrainOptions
 from vidclf.device import Device
 from vidclf.errors import VidclfError
 from vidclf.files import NO_ROOM
@@ -335,6 +335,7 @@ def predict(
     smooth: Annotated[int, typer.Option("--smooth", min=1, help="Timeline: average each window's scores with the K-1 before it.")] = 1,
     min_score: Annotated[float, typer.Option("--min-score", min=0.0, max=1.0, help="Timeline: drop windows whose top score is lower.")] = 0.0,
     camera: Annotated[Optional[int], typer.Option("--camera", min=0, help="Read a camera (device index) instead of files; needs --window.", show_default=False)] = None,
+    stream_timeout: Annotated[float, typer.Option("--stream-timeout", min=0.5, metavar="SECONDS", help="A stream URL that takes longer to open, or to send its next frame, fails with this said.")] = STREAM_TIMEOUT_S,
     device: Annotated[Device, typer.Option(help=DEVICE_HELP)] = Device.AUTO,
     workers: Annotated[Optional[int], typer.Option(min=0, help="Processes decoding videos (and computing their flow) while the network runs; 0: none \\[default: min(4, CPUs), 0 for one file].", show_default=False)] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Only the inputs in shard I of N (1 ≤ I ≤ N), chosen by a hash of each input's name: run N jobs, concatenate their outputs.", show_default=False)] = None,
@@ -352,7 +353,7 @@ def predict(
     from vidclf.output import TIMELINE_WRITERS, WRITERS, get_writer
     from vidclf.predict import DEFAULT_MODEL, Predictor, expand_inputs, in_shard
     from vidclf.device import resolve_device
-    from vidclf.video import source_name
+    from vidclf.video import Stream, is_stream_url, source_name
 
     if camera is not None and window is None:
         raise UserFacingError("--camera needs --window SECONDS (a camera never ends)", ExitCode.USAGE)
@@ -366,14 +367,17 @@ def predict(
     predictor = Predictor(model or DEFAULT_MODEL, resolve_device(device))
     stream = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     writer = get_writer(fmt or ("table" if stream.isatty() else "jsonl"), stream, top_k, timeline=bool(window))
-    sources = [camera] if camera is not None else expand_inputs(videos or [])
+    sources = [camera] if camera is not None else (Stream(source, stream_timeout) if is_stream_url(source) else source
+                                                   for source in expand_inputs(videos or []))
     if part is not None:
         sources = (source for source in sources if in_shard(source, part))
     total = failures = 0
     stop = [False]  # set by SIGTERM: the video in flight is finished and written, then vidclf stops
+    windows = [0]  # written: a stream that fails after some of them is a partial result
 
     def write_segment(name: str, segment: object) -> None:
         writer.write_segment(name, segment)
+        windows[0] += 1
         if stop[0]:  # a stream may never end: stop after this window
             raise Terminated
 
@@ -407,7 +411,7 @@ def predict(
         stderr.print(f"shard {shard}: none of the inputs falls in this shard")
     if failures:
         stderr.print(f"{failures} of {total} video(s) failed")
-    raise typer.Exit(batch_exit_code(failures, total))
+    raise typer.Exit(ExitCode.PARTIAL if failures and windows[0] else batch_exit_code(failures, total))
 
 
 def _parse_shard(text: str) -> tuple[int, int]:

@@ -53,6 +53,8 @@ PRESETS: dict[PresetName, Preset] = {
     PresetName.APPEARANCE: Preset(Backbone.LITE0, 8, Temporal.MEAN, "classes told apart by what is seen"),
 }
 
+STREAM_TIMEOUT_S = 30.0  # as OpenCV's own default: how long a stream URL may take to open or send a frame
+
 # The motion streams: both OpenCV optical flows, a stream each (computed in vidclf.motion).
 FLOWS: tuple[str, ...] = ("farneback", "dis")
 MOTION = "+".join(FLOWS)  # as earlier model files and cache keys name it

@@ -344,11 +344,11 @@ def prepare_inputs(model: VideoClassifier, splits: Splits, options: TrainOptions
     paths = [item.path for item in splits.train + splits.val]
     digests = clip_digests(paths, parallel.shared_map(lambda share: [file_digest(p) for p in share], paths))
     parts, skipped = [], []
-    for items, views, digests, name in ((splits.train, VIEWS, digests[: len(splits.train)], "train"),
-                                        (splits.val, 1, digests[len(splits.train) :], "val")):
-        kept, failed = decode_views(items, digests, spec, views, options.seed, options.workers, log, f"decoding {name}")
+    for items, views, keys, name in ((splits.train, VIEWS, digests[: len(splits.train)], "train"),
+                                     (splits.val, 1, digests[len(splits.train) :], "val")):
+        kept, failed = decode_views(items, keys, spec, views, options.seed, options.workers, log, f"decoding {name}")
         skipped += failed
-        parts.append(([items[n] for n in kept], CachedClips([digests[n] for n in kept], [index[items[n].label] for n in kept],
+        parts.append(([items[n] for n in kept], CachedClips([keys[n] for n in kept], [index[items[n].label] for n in kept],
                                                             spec, options.seed, views, "motion")))
     for line in skipped:
         log(f"skipped: {line}")
@@ -624,8 +624,9 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
     log(f"choosing epochs and fusion weights by {folds}-fold cross-validation by group over {len(clips)} clips")
     for fold in range(folds):
         if fold not in done:
-            where = lambda inside: (clip_fold == fold).eq(inside).nonzero().flatten().tolist()  # noqa: E731
-            done[fold] = _fold_logits(inputs, data.subset(where(False)), data.subset(where(True)))
+            held = (clip_fold == fold).nonzero().flatten().tolist()
+            rest = (clip_fold != fold).nonzero().flatten().tolist()
+            done[fold] = _fold_logits(inputs, data.subset(rest), data.subset(held))
             if parallel.is_main():
                 with atomic_write(path) as handle:
                     torch.save({"key": key, "folds": done}, handle)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from vidclf.config import STREAM_TIMEOUT_S
 from vidclf.errors import VidclfError
 
 # Lower-case suffixes that directory scans treat as videos (matched case-insensitively).
@@ -76,6 +78,10 @@ class NotAVideoError(VideoError):
 
 class NoFramesDecodedError(VideoError):
     """The file opens as a video but not a single frame decodes."""
+
+
+class StreamStalledError(VideoError):
+    """A stream sent nothing for longer than its timeout."""
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,23 @@ def _check_file(path: Path) -> None:
 Source = str | os.PathLike[str] | int  # a file, a stream URL (http, https, rtsp...) or a camera
 
 
+class Stream(str):
+    """A stream URL with how long to wait for it to open and for each frame (``--stream-timeout``);
+    wherever a string is expected, it is its URL."""
+
+    timeout_s: float
+
+    def __new__(cls, url: str, timeout_s: float = STREAM_TIMEOUT_S) -> Stream:
+        stream = super().__new__(cls, url)
+        stream.timeout_s = timeout_s
+        return stream
+
+
+def _timeout_s(source: Path | str | int) -> float | None:
+    """How long a stream may send nothing; None for files and cameras."""
+    return getattr(source, "timeout_s", STREAM_TIMEOUT_S) if isinstance(source, str) else None
+
+
 def is_stream_url(source: object) -> bool:
     """True for URLs OpenCV's FFmpeg backend can open (``scheme://...``)."""
     return isinstance(source, str) and "://" in source[:16]
@@ -254,9 +277,15 @@ def _open(path: Path | str | int) -> cv2.VideoCapture:
             raise NotAVideoError(source_name(path), "cannot open the camera; check the device index and permissions")
         return capture
     if isinstance(path, str):
-        capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+        timeout_ms = round(1000 * _timeout_s(path))
+        started = time.monotonic()
+        capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms,
+                                                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms])
         if not capture.isOpened():
-            raise NotAVideoError(path, "cannot open the stream (unreachable, unsupported protocol or not a video)")
+            waited = time.monotonic() - started
+            raise NotAVideoError(path, f"cannot open the stream: nothing came for {waited:.0f} s (--stream-timeout)"
+                                 if waited >= 0.9 * timeout_ms / 1000 else
+                                 "cannot open the stream (unreachable, unsupported protocol or not a video)")
         capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         return capture
     _check_file(path)
@@ -307,9 +336,7 @@ def probe(path: Source) -> VideoInfo:
         ok, first = capture.read()
         if not ok or first is None:
             raise _no_frames(path)
-        count = 1
-        while capture.grab():
-            count += 1
+        count = 1 + _count_rest(capture, path)
     finally:
         capture.release()
     height, width = first.shape[:2]
@@ -320,13 +347,29 @@ def probe(path: Source) -> VideoInfo:
     )
 
 
-def _decode_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, size: int | None) -> tuple[dict[int, np.ndarray], int]:
+def _grabbed(capture: cv2.VideoCapture, source: Path | str | int) -> Iterator[int]:
+    """Grab frame after frame until the video ends, yielding each one's index; a stream that
+    sends nothing for its timeout raises ``StreamStalledError`` instead of ending quietly."""
+    timeout, index = _timeout_s(source), 0
+    while True:
+        started = time.monotonic()
+        if not capture.grab():
+            if timeout is not None and time.monotonic() - started >= 0.9 * timeout:
+                raise StreamStalledError(source, f"the stream stalled: no frame for {timeout:g} s after frame {index} "
+                                                 "(--stream-timeout); what came before was used")
+            return
+        yield index
+        index += 1
+
+
+def _decode_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, size: int | None, source: Path | str | int
+                   ) -> tuple[dict[int, np.ndarray], int]:
     """One forward pass: grab every frame, retrieve those in ``wanted``. Returns (frames, count)."""
     wanted_set = set(int(i) for i in wanted)
     last_wanted = max(wanted_set)
     frames: dict[int, np.ndarray] = {}
     index = 0
-    while capture.grab():
+    for _ in _grabbed(capture, source):
         if index in wanted_set:
             ok, frame = capture.retrieve()
             if ok and frame is not None:
@@ -362,14 +405,14 @@ def sample_frames(
         guess = frame_count or header
         if guess > 0:
             chosen = sample_indices(guess, num_frames, mode, rng, clips)
-            frames, decoded = _decode_chosen(capture, chosen, size)
+            frames, decoded = _decode_chosen(capture, chosen, size, path)
             if len(frames) == len(set(chosen.tolist())):
                 # All chosen frames decoded; make sure no frames lie beyond the guess.
-                decoded += _count_rest(capture)
+                decoded += _count_rest(capture, path)
                 if decoded == guess:
                     return _assemble(path, frames, chosen, decoded, fps, num_frames, warnings)
         else:
-            decoded = _count_rest(capture)
+            decoded = _count_rest(capture, path)
     finally:
         capture.release()
 
@@ -383,7 +426,7 @@ def sample_frames(
     chosen = sample_indices(decoded, num_frames, mode, rng, clips)
     capture = _open(path)
     try:
-        frames, _ = _decode_chosen(capture, chosen, size)
+        frames, _ = _decode_chosen(capture, chosen, size, path)
     finally:
         capture.release()
     if len(frames) < len(set(chosen.tolist())):
@@ -392,11 +435,8 @@ def sample_frames(
     return _assemble(path, frames, chosen, decoded, fps, num_frames, warnings)
 
 
-def _count_rest(capture: cv2.VideoCapture) -> int:
-    count = 0
-    while capture.grab():
-        count += 1
-    return count
+def _count_rest(capture: cv2.VideoCapture, source: Path | str | int) -> int:
+    return sum(1 for _ in _grabbed(capture, source))
 
 
 def _assemble(path: Path | str | int, frames: dict[int, np.ndarray], chosen: np.ndarray, decoded: int,
@@ -437,8 +477,8 @@ def iter_windows(source: Source, window_s: float, stride_s: float, num_frames: i
         offsets = sample_indices(span, num_frames)
         recent: deque[np.ndarray] = deque(maxlen=span)  # frames index-span+1 .. index
         index = next_start = covered = 0
-        while True:
-            ok, frame = capture.read()
+        for _ in _grabbed(capture, source):
+            ok, frame = capture.retrieve()
             if not ok or frame is None:
                 break
             recent.append(square_resize(frame, size))
