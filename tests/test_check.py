@@ -58,3 +58,17 @@ def test_every_kind_of_problem_is_named_and_the_exit_code_says_so(tmp_path: Path
 def test_data_that_cannot_be_checked_is_one_line(tmp_path: Path) -> None:
     result = check(str(tmp_path / "nowhere"))
     assert result.returncode == 3 and result.stderr.count("\n") == 1 and "no such folder" in result.stderr
+
+
+def test_train_warns_of_the_same_video_twice_at_no_extra_cost(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for split, seed in (("train", 1), ("val", 2)):
+        make_samples(data / split, clips_per_class=3, seed=seed, classes=("grow", "shrink"))
+    grow = sorted((data / "train" / "grow").iterdir())
+    shutil.copy(grow[0], data / "val" / "grow" / "copied.mp4")
+    result = subprocess.run([sys.executable, "-m", "vidclf", "train", str(data), "--out", str(tmp_path / "m.vidclf"),
+                             "--preset", "motion", "--epochs", "1", "--frames", "4", "--size", "32", "--workers", "0"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("warning: the same video in several splits: leakage") == 1
+    assert f"{grow[0]}, {data / 'val' / 'grow' / 'copied.mp4'}" in result.stderr

@@ -81,7 +81,8 @@ def check_dataset(data: Path, frames: int, workers: int) -> CheckReport:
     _flag_unusual(clips)
     counts = {split: dict(sorted(Counter(item.label for item in listed).items())) for split, listed in found.items()}
     imbalance = {split: max(c.values()) / min(c.values()) for split, c in counts.items() if c}
-    return CheckReport(clips, counts, imbalance, _duplicates(items))
+    paths = [item.path for _, item in items]
+    return CheckReport(clips, counts, imbalance, duplicates(items, clip_digests(paths, [file_digest(p) for p in paths])))
 
 
 def _clip(split: str, item: LabelledVideo, info: VideoInfo | str, frames: int) -> ClipCheck:
@@ -114,11 +115,11 @@ def _flag_unusual(clips: Sequence[ClipCheck]) -> None:
             clip.problems.append(f"unusual frame rate {clip.fps:g} fps (the dataset's median is {fps:g})")
 
 
-def _duplicates(items: Sequence[tuple[str, LabelledVideo]]) -> list[dict[str, object]]:
-    """Sets of identical files (by content), each with why it matters."""
-    paths = [item.path for _, item in items]
+def duplicates(items: Sequence[tuple[str, LabelledVideo]], digests: Sequence[str]) -> list[dict[str, object]]:
+    """Sets of identical files among (split, clip) ``items`` (by their ``clip_digests``), each
+    with why it matters."""
     by_content: dict[str, list[tuple[str, LabelledVideo]]] = defaultdict(list)
-    for key, entry in zip(clip_digests(paths, [file_digest(path) for path in paths]), items):
+    for key, entry in zip(digests, items):
         by_content[key].append(entry)
     out = []
     for entries in by_content.values():

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from vidclf import parallel
+from vidclf.check import duplicates
 from vidclf.config import SamplingSpec, TrainOptions
 from vidclf.data import (
     DatasetError, LabelledVideo, ViewJob, cache_view, check_trainable, clip_digests, discover, feature_cache_path,
@@ -343,6 +344,9 @@ def prepare_inputs(model: VideoClassifier, splits: Splits, options: TrainOptions
     spec, index = model.config.sampling(), {label: i for i, label in enumerate(splits.labels)}
     paths = [item.path for item in splits.train + splits.val]
     digests = clip_digests(paths, parallel.shared_map(lambda share: [file_digest(p) for p in share], paths))
+    splits_of = [("train", item) for item in splits.train] + [("val", item) for item in splits.val]
+    for twins in duplicates(splits_of, digests):  # what `vidclf check` finds that costs nothing more here
+        log(f"warning: the same video {twins['why']}: {', '.join(twins['paths'])}")
     parts, skipped = [], []
     for items, views, keys, name in ((splits.train, VIEWS, digests[: len(splits.train)], "train"),
                                      (splits.val, 1, digests[len(splits.train) :], "val")):
