@@ -16,7 +16,7 @@ import torch
 
 from cached import cached_clips
 from vidclf.data import DIGEST_BLOCK, clip_digests, file_digest, full_digest, view_cache_path
-from vidclf.dataset import LOADER_MIN_ITEMS, CacheError, EpochSampler, loader
+from vidclf.dataset import LOADER_MIN_ITEMS, CacheError, EpochSampler, Key, loader
 from vidclf.samples import make_samples
 
 CPU = torch.device("cpu")
@@ -156,3 +156,23 @@ def test_two_trainings_at_once_share_the_cache_without_harm(tmp_path: Path) -> N
     states = [torch.load(tmp_path / f"{n}.vidclf", weights_only=True)["state_dict"] for n in range(2)]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_streamed_batches_are_the_arrays_in_memory_bit_for_bit() -> None:
+    """What a loader streams from the cache is exactly what an in-memory loop over the same
+    clips, views and mirroring computes (float16 storage, as before streaming): streaming
+    cannot change what a model learns from."""
+    generator = torch.Generator().manual_seed(5)
+    n, views = 24, 3
+    motion = torch.randn(n, 4, 4, 8, 8, generator=generator).half().float()
+    appearance = torch.randn(n, 4, 1280, generator=generator).half().float()
+    data = cached_clips(motion, torch.arange(n) % 2, torch.full((n,), 4), "in-memory", appearance=appearance, views=views)
+    mirrored = motion.flip(4) * torch.tensor([-1.0, 1.0, -1.0, 1.0])[None, :, None, None]
+    sampler = EpochSampler(data, hflip=False)
+    sampler.set_epoch(2)
+    for batch in loader(data, sampler, 5, 0, CPU):
+        clips = [key.clip for key in batch.keys]
+        assert torch.equal(batch.motion, motion[clips]) and torch.equal(batch.appearance, appearance[clips])
+        assert torch.equal(batch.targets, torch.tensor(clips) % 2)
+    assert torch.equal(data[Key(3, 2, mirror=False)].motion[0], motion[3])
+    assert torch.equal(data.reading("motion")[Key(3, 1, mirror=True)].motion[0], mirrored[3])
