@@ -188,3 +188,18 @@ def test_a_reader_that_goes_away_stops_predict_quietly_with_141(tmp_path: Path) 
     process.stdout.close()
     errors = process.stderr.read()
     assert process.wait(timeout=120) == 141 and errors == "", errors
+
+
+def test_an_output_that_cannot_be_written_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    """A folder given as -o was an internal error (exit 1): now one line naming it (exit 3).
+    --debug keeps the traceback, and then Python's exit status 1."""
+    video = write_indexed_video(tmp_path / "v.avi", 20)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    result = run_cli("predict", str(video), "-o", str(folder))
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert f"{folder}: cannot write or read it (Is a directory)" in result.stderr
+    debug = run_cli("--debug", "predict", str(video), "-o", str(folder))
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.rstrip().splitlines()[-1].startswith("IsADirectoryError")

@@ -145,6 +145,10 @@ def _handled() -> Iterator[None]:
         if isinstance(exc, OSError) and exc.errno in NO_ROOM:  # a full disk under streamed output (-o, stdout)
             error_line(_escape(f"{exc.filename or 'output'}: cannot write: {NO_ROOM[exc.errno]}; free some space"))
             raise typer.Exit(ExitCode.INPUT) from None
+        if isinstance(exc, OSError) and exc.filename:  # e.g. -o naming a folder, or a read-only place
+            error_line(_escape(f"{exc.filename2 or exc.filename}: cannot write or read it ({exc.strerror}); "
+                               "check the path and its permissions"))
+            raise typer.Exit(ExitCode.INPUT) from None
         error_line(_escape(f"internal error: {type(exc).__name__}: {exc} (run with --debug for "
                            "the traceback and please report it)"))
         raise typer.Exit(ExitCode.INTERNAL) from None
