@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vidclf.data import LabelledVideo, clip_digests, discover, file_digest, init_worker
-from vidclf.progress import progress
+from vidclf.data import LabelledVideo, clip_digests, discover, file_digest, pool_map
 from vidclf.video import VideoError, VideoInfo, probe
 
 UNUSUAL = 3.0  # a size or frame rate this many times off the dataset's median is worth a look (30 vs 60 fps is not)
@@ -63,20 +62,11 @@ def _probe(path: Path) -> VideoInfo | str:
         return exc.reason
 
 
-def probe_all(paths: Sequence[Path], workers: int) -> list[VideoInfo | str]:
-    if workers > 1 and len(paths) > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
-            return list(progress(pool.imap(_probe, paths, chunksize=4), total=len(paths), desc="checking", unit="clip"))
-    return list(progress(map(_probe, paths), total=len(paths), desc="checking", unit="clip"))
-
-
 def check_dataset(data: Path, frames: int, workers: int) -> CheckReport:
     """Probe every clip of ``data`` (``workers`` processes) and check the set (see the module)."""
     found = discover(data)
     items = [(split, item) for split, listed in found.items() for item in listed]
-    infos = probe_all([item.path for _, item in items], workers)
+    infos = pool_map(_probe, [item.path for _, item in items], workers, "checking", "clip")
     clips = [_clip(split, item, info, frames) for (split, item), info in zip(items, infos)]
     _flag_unusual(clips)
     counts = {split: dict(sorted(Counter(item.label for item in listed).items())) for split, listed in found.items()}

@@ -16,9 +16,10 @@ import re
 import signal
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -27,8 +28,11 @@ from vidclf.config import FLOWS, MOTION, SamplingSpec
 from vidclf.errors import VidclfError
 from vidclf.files import atomic_write
 from vidclf.motion import clip_motion
+from vidclf.progress import progress
 from vidclf.video import Clip, VideoError, find_videos, sample_frames
 
+T = TypeVar("T")
+U = TypeVar("U")
 CACHE_VERSION = 4  # bump when the cached arrays' meaning (or their key) changes
 DIGEST_BLOCK = 1 << 20
 SPLIT_NAMES = ("train", "val", "test")
@@ -363,6 +367,18 @@ def prepare_video(source: Path | str, spec: SamplingSpec, clips: int, flows: Seq
     parts = sample.split(clips)
     return PreparedVideo(str(source), tuple(clip_inputs(part, spec, flows) for part in parts),
                          max(len(np.unique(part.indices)) for part in parts), sample.duration_s, sample.warnings)
+
+
+def pool_map(function: Callable[[T], U], items: Sequence[T], workers: int, desc: str, unit: str) -> list[U]:
+    """``function`` over ``items`` in ``workers`` spawned processes (in this one for 0 or 1),
+    in order, with a progress bar. Spawn, not fork: forking a process that has started torch
+    threads can deadlock."""
+    if workers > 1 and len(items) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
+            return list(progress(pool.imap(function, items, chunksize=2), total=len(items), desc=desc, unit=unit))
+    return list(progress(map(function, items), total=len(items), desc=desc, unit=unit))
 
 
 def init_worker() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -35,8 +36,8 @@ from vidclf import parallel
 from vidclf.check import duplicates
 from vidclf.config import SamplingSpec, TrainOptions
 from vidclf.data import (
-    DatasetError, LabelledVideo, ViewJob, cache_view, check_trainable, clip_digests, discover, feature_cache_path,
-    file_digest, group_folds, group_key, init_worker, save_npz, stratified_split,
+    DatasetError, LabelledVideo, cache_view, check_trainable, clip_digests, discover, feature_cache_path,
+    file_digest, group_folds, group_key, pool_map, save_npz, stratified_split,
 )
 from vidclf.dataset import CachedClips, EpochSampler, Key, Tensors, loader, to_device
 from vidclf.device import resolve_device
@@ -255,15 +256,7 @@ def decode_views(items: Sequence[LabelledVideo], digests: Sequence[str], spec: S
     all decoded, and one line per clip that failed — the rest still go through."""
     jobs = [(item.path, digest, spec, view, seed) for item, digest in zip(items, digests) for view in range(views)]
 
-    def run(share: Sequence[ViewJob]) -> list[tuple[tuple[str, ...], str | None]]:
-        if workers > 1 and len(share) > 1:
-            import multiprocessing
-
-            # spawn, not fork: forking a process that has started torch threads can deadlock.
-            with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
-                return list(progress(pool.imap(cache_view, share, chunksize=2), total=len(share), desc=desc, unit="view"))
-        return list(progress(map(cache_view, share), total=len(share), desc=desc, unit="view"))
-
+    run = functools.partial(pool_map, cache_view, workers=workers, desc=desc, unit="view")
     failures: dict[int, str] = {}
     warned: set[int] = set()
     for n, (warnings, error) in enumerate(parallel.shared_map(run, jobs)):
