@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 import csv
+import functools
 import io
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from vidclf.data import prepare_video
 from vidclf.samples import PARTNER, make_samples, reverse_clip
 
 CLASSES = ("move_left", "move_right", "grow", "shrink")
@@ -181,6 +183,28 @@ def test_worker_processes_give_the_same_records_in_input_order(workspace: dict) 
     assert parallel.stdout == plain.stdout and len(plain.stdout.splitlines()) == 25
 
 
+def test_network_takes_every_ready_video_in_one_batch_in_input_order(workspace: dict) -> None:
+    """The engine hands the network the next video and every one after it already decoded (up to
+    the batch size), in input order; batched scores are those of one video at a time."""
+    from vidclf.predict import Predictor, prepared_in_batches
+    from vidclf.video import find_videos
+
+    predictor = Predictor(workspace["model"])
+    paths = find_videos(workspace["root"] / "test")[:12] + [workspace["root"] / "nope.avi"]
+    job = functools.partial(prepare_video, spec=predictor.spec, clips=2, flows=predictor.flows)
+    groups = prepared_in_batches(job, paths, workers=2, batch_videos=5)
+    first = next(groups)
+    time.sleep(3)  # the workers decode the videos queued behind it meanwhile
+    rest = list(groups)
+    assert [p.source for group in [first, *rest] for p in group] == [str(path) for path in paths]
+    assert max(map(len, rest)) == 5
+    batched = list(predictor.predict_all(paths, clips=2, workers=2, batch_videos=5))
+    for together, alone in zip(batched, map(lambda path: predictor.predict(path, clips=2), paths), strict=True):
+        assert (together.video, together.error, together.top) == (alone.video, alone.error, alone.top)
+        assert [score for _, score in together.labels] == pytest.approx([score for _, score in alone.labels], abs=1e-5)
+    assert batched[-1].error == "no such file; check the path"
+
+
 def test_info_shows_the_model(workspace: dict) -> None:
     result = run_cli("info", str(workspace["model"]), "--json", env=workspace["env"])
     meta = json.loads(result.stdout)
@@ -285,6 +309,12 @@ def test_eval_json_report_matches_predictions(workspace: dict, tmp_path: Path) -
     result = run_cli("eval", str(root / "test"), "-m", str(workspace["model"]), "-f", "json", env=workspace["env"])
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    alone = run_cli("eval", str(root / "test"), "-m", str(workspace["model"]), "-f", "json", "--workers", "0",
+                    env=workspace["env"])
+    alone = json.loads(alone.stdout)  # decoding processes and batches change nothing (scores: to float precision)
+    for a, b in zip(alone.pop("misclassified"), report["misclassified"], strict=True):
+        assert (a["video"], a["predicted"], a["score"]) == (b["video"], b["predicted"], pytest.approx(b["score"], abs=1e-5))
+    assert alone == {key: value for key, value in report.items() if key != "misclassified"}
     for key in ("top1", "topk", "mean_class_accuracy", "per_class", "confusion", "misclassified"):
         assert key in report
     records = predict_jsonl(workspace, str(root / "test"))
@@ -377,6 +407,19 @@ def test_timeline_windows_follow_the_video(workspace: dict, two_part_video: Path
     assert abs(sum(mean_scores.values()) - 1) < 1e-4
 
 
+def test_a_files_windows_are_batched_with_the_scores_of_one_at_a_time(workspace: dict, two_part_video: Path) -> None:
+    from vidclf.predict import Predictor
+    from vidclf.video import iter_windows
+
+    predictor = Predictor(workspace["model"])
+    record = predictor.timeline(two_part_video, 3, 1)
+    windows = list(iter_windows(two_part_video, 3, 1, predictor.spec.frames, predictor.spec.size))
+    assert len(record.segments) == len(windows) == 7
+    for segment, window in zip(record.segments, windows):
+        alone = predictor.probabilities([window.clip])[0]
+        assert [score for _, score in segment.labels] == pytest.approx(sorted(alone, reverse=True), abs=1e-5)
+
+
 def test_timeline_writers_jsonl_csv_srt(workspace: dict, two_part_video: Path) -> None:
     import re
 
@@ -447,7 +490,9 @@ def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict) -> None
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = process.stdout.readline()
     process.send_signal(signal.SIGINT)
-    rest, errors = process.communicate(timeout=60)
+    # Read on through the same buffer: readline may have buffered the lines after the first.
+    rest, errors = process.stdout.read(), process.stderr.read()
+    process.wait(timeout=60)
     assert process.returncode == 130 and "interrupted" in errors, (process.returncode, errors[-2000:])
     lines = [first, *rest.splitlines()]
     assert 1 <= len(lines) < 88  # stopped early: 88 windows in 9 s, and the video is 20 times as long

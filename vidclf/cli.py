@@ -239,6 +239,10 @@ TEMPORAL_HELP = ("How each stream reads the frames in time: lstm+mean (an LSTM h
 DEFAULTS = TrainOptions(Path("DATA"), Path("OUT"))
 DATA_HELP = ("DATA/<label>/<video>, DATA/train|val[|test]/<label>/<video>, or a CSV manifest with a header line "
              "path,label[,group][,split].")
+# predict and eval: one definition of --workers.
+PredictWorkers = Annotated[Optional[int], typer.Option(
+    min=0, show_default=False, help="Processes decoding videos (and computing their flow) while the network runs on "
+                                    "every video ready; 0: none \\[default: min(4, CPUs), 0 for one file].")]
 
 
 @command
@@ -341,7 +345,7 @@ def predict(
     camera: Annotated[Optional[int], typer.Option("--camera", min=0, help="Read a camera (device index) instead of files; needs --window.", show_default=False)] = None,
     stream_timeout: Annotated[float, typer.Option("--stream-timeout", min=0.5, metavar="SECONDS", help="A stream URL that takes longer to open, or to send its next frame, fails with this said.")] = STREAM_TIMEOUT_S,
     device: Annotated[Device, typer.Option(help=DEVICE_HELP)] = Device.AUTO,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes decoding videos (and computing their flow) while the network runs; 0: none \\[default: min(4, CPUs), 0 for one file].", show_default=False)] = None,
+    workers: PredictWorkers = None,
     shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Only the inputs in shard I of N (1 ≤ I ≤ N), chosen by a hash of each input's name: run N jobs, concatenate their outputs.", show_default=False)] = None,
 ) -> None:
     """Rank labels for videos, or for each window of a long video or live stream (--window).
@@ -489,6 +493,7 @@ def eval(  # noqa: A001 - the command is called eval
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a confusion-matrix heat map (PNG) here.")] = None,
     device: Annotated[Device, typer.Option(help=DEVICE_HELP)] = Device.AUTO,
+    workers: PredictWorkers = None,
 ) -> None:
     """Measure a model on labelled clips: accuracy, per-class precision/recall/F1, confusions.
 
@@ -518,7 +523,8 @@ def eval(  # noqa: A001 - the command is called eval
         if error:
             error_line(_escape(error))
 
-    report, failures = evaluate_folder(predictor, items, clips, top_k, progress)
+    workers = DEFAULTS.workers if workers is None and len(items) > 1 else workers or 0
+    report, failures = evaluate_folder(predictor, items, clips, top_k, workers, progress)
     bar.close()
     title = f"{data} ({part}, {report.count} clips)"
     for entry in report.unknown:

@@ -30,3 +30,11 @@ def resolve_device(device: Device | str) -> torch.device:
     if device is Device.CUDA and not torch.cuda.is_available():
         raise DeviceError("--device cuda: no CUDA device is available; use --device cpu or auto")
     return torch.device(device.value)
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bfloat16 autocast on a CUDA device that has it (no loss scaling needed); float32 elsewhere."""
+    import torch
+
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -21,27 +21,26 @@ def eval_items(data: Path) -> tuple[list[LabelledVideo], str]:
     return [item for items in found.values() for item in items], "all"
 
 
-def evaluate_folder(predictor: Predictor, items: Sequence[LabelledVideo], clips: int = 1,
-                    k: int | None = None, on_video: Callable[[LabelledVideo, str | None], None] = lambda item, error: None
+def evaluate_folder(predictor: Predictor, items: Sequence[LabelledVideo], clips: int = 1, k: int | None = None,
+                    workers: int = 0,
+                    on_video: Callable[[LabelledVideo, str | None], None] = lambda item, error: None
                     ) -> tuple[EvalReport, list[str]]:
-    """Predict every clip and compare with its folder label.
+    """Predict every clip (on the prediction engine: ``workers`` decoding processes, batched
+    network) and compare with its folder label.
 
     Returns the report and one line per clip that failed to decode (left out of the metrics;
     the others still count). ``on_video`` is called after each clip (progress, errors).
     """
     videos, truths, scores, failures = [], [], [], []
-    for item in items:
-        try:
-            probabilities, *_ = predictor.scores(item.path, clips)
-        except VideoError as exc:
-            failures.append(str(exc))
-            on_video(item, str(exc))
+    for item, prediction in zip(items, predictor.predict_all([item.path for item in items], clips, workers)):
+        if prediction.error is not None:
+            failures.append(f"{prediction.video}: {prediction.error}")
+            on_video(item, failures[-1])
             continue
         videos.append(str(item.path))
         truths.append(item.label)
-        scores.append(probabilities)
+        scores.append([dict(prediction.labels)[label] for label in predictor.labels])
         on_video(item, None)
     if not scores:
         raise VideoError(items[0].path if items else "DATA", "no clip could be decoded; nothing to evaluate")
-    matrix = np.stack(scores)
-    return evaluate_scores(predictor.labels, videos, truths, matrix, k), failures
+    return evaluate_scores(predictor.labels, videos, truths, np.array(scores), k), failures

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from vidclf.config import FLOWS
+from vidclf.device import autocast
 from vidclf.data import ClipInputs, PreparedVideo, clip_inputs, init_worker, prepare_video
 from vidclf.modelfile import LoadedModel, load_model
 from vidclf.video import Clip, Source, VideoError, find_videos, is_stream_url, iter_windows, source_name
@@ -21,6 +23,9 @@ from vidclf.video import Clip, Source, VideoError, find_videos, is_stream_url, i
 # Where the shipped default model lives: inside the package (a wheel installs it), which in a
 # clone is a link to models/default.vidclf.
 DEFAULT_MODEL = Path(__file__).parent / "default.vidclf"
+# The most videos in one forward pass: enough to amortise a GPU launch, few enough that the
+# first results are not held back.
+BATCH_VIDEOS = 32
 
 
 @dataclass
@@ -81,22 +86,32 @@ def expand_inputs(inputs: Iterable[str], stdin: Iterable[str] = sys.stdin) -> It
         yield from videos or [path]  # missing or bad files, and folders without videos, fail later with their own message
 
 
-def _in_workers(job: Callable[[Source], PreparedVideo], sources: Iterable[Source], workers: int) -> Iterator[PreparedVideo]:
-    """``map(job, sources)`` in ``workers`` spawned processes, in order, at most 2 × workers
-    videos ahead (memory stays bounded however many inputs)."""
+def prepared_in_batches(job: Callable[[Source], PreparedVideo], sources: Iterable[Source], workers: int,
+                        batch_videos: int) -> Iterator[list[PreparedVideo]]:
+    """``map(job, sources)`` in order, in groups for the network: the next result (waited for)
+    and the ones after it already done, at most ``batch_videos``. With ``workers``, jobs run in
+    that many spawned processes, at most 2 × workers + batch_videos videos ahead (memory stays
+    bounded however many inputs); without, one by one here."""
+    if not workers:
+        yield from ([job(source)] for source in sources)
+        return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")  # not fork: torch's threads are running here
     with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
         pending: deque = deque()
+        todo = iter(sources)
         try:
-            for source in sources:
-                pending.append(pool.submit(job, source))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            while True:
+                for source in itertools.islice(todo, 2 * workers + batch_videos - len(pending)):
+                    pending.append(pool.submit(job, source))
+                if not pending:
+                    return
+                group = [pending.popleft().result()]
+                while pending and pending[0].done() and len(group) < batch_videos:
+                    group.append(pending.popleft().result())
+                yield group
         finally:  # stopped early (SIGTERM, Ctrl-C, a closed pipe): drop the videos not yet started
             pool.shutdown(cancel_futures=True)
 
@@ -123,17 +138,6 @@ class Predictor:
         """The optical flows the model reads (a stream whose heads all weigh 0 is not computed)."""
         return [flow for flow in FLOWS if flow in self.loaded.model.used_streams]
 
-    def scores(self, path: Source, clips: int = 1) -> tuple[np.ndarray, int, float | None, tuple[str, ...]]:
-        """Class probabilities (summing to 1) for one video, plus frames used and duration.
-
-        With ``clips`` > 1, that many clips are sampled (see ``sample_indices``) and their
-        probabilities averaged: multi-clip testing.
-        """
-        prepared = prepare_video(path, self.spec, clips, self.flows)
-        if prepared.error is not None:
-            raise VideoError(path, prepared.error)
-        return self.network(prepared.inputs).mean(axis=0), prepared.frames_used, prepared.duration_s, prepared.warnings
-
     def probabilities(self, clips: Sequence[Clip]) -> np.ndarray:
         """Class probabilities ``(len(clips), C)`` for sampled clips, in one batch."""
         return self.network([clip_inputs(clip, self.spec, self.flows) for clip in clips])
@@ -145,21 +149,29 @@ class Predictor:
         motion = torch.from_numpy(np.stack([i.motion for i in inputs]).astype(np.float32)).to(self.device)
         rgb = (torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device)
                if "appearance" in model.used_streams else None)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):
             logits = model(lengths, rgb=rgb, motion=motion)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
-    def predict_all(self, sources: Iterable[Source], clips: int = 1, workers: int = 0) -> Iterator[Prediction]:
+    def predict_all(self, sources: Iterable[Source], clips: int = 1, workers: int = 0,
+                    batch_videos: int = BATCH_VIDEOS) -> Iterator[Prediction]:
         """Predictions in input order. With ``workers``, videos are decoded, sampled and their
-        flow computed in that many processes while the network runs here."""
+        flow computed in that many processes while the network runs here, on every video that
+        is ready (up to ``batch_videos``) in one forward pass."""
         job = functools.partial(prepare_video, spec=self.spec, clips=clips, flows=self.flows)
-        for prepared in (_in_workers(job, sources, workers) if workers else map(job, sources)):
-            if prepared.error is not None:
-                yield Prediction(video=prepared.source, model=self.loaded.name, error=prepared.error)
-                continue
-            yield Prediction(video=prepared.source, labels=self.ranked(self.network(prepared.inputs).mean(axis=0)),
-                             frames_used=prepared.frames_used, model=self.loaded.name, warnings=prepared.warnings,
-                             duration_s=round(prepared.duration_s, 3) if prepared.duration_s else None)
+        for group in prepared_in_batches(job, sources, workers, batch_videos):
+            decoded = [prepared for prepared in group if prepared.error is None]
+            scores = iter(self.network([i for prepared in decoded for i in prepared.inputs]).reshape(
+                len(decoded), clips, len(self.labels)).mean(axis=1) if decoded else ())
+            yield from (self.prediction(prepared, None if prepared.error else next(scores)) for prepared in group)
+
+    def prediction(self, prepared: PreparedVideo, probabilities: np.ndarray | None) -> Prediction:
+        """The record of a prepared video, with its class probabilities (None when it failed)."""
+        if probabilities is None:
+            return Prediction(video=prepared.source, model=self.loaded.name, error=prepared.error)
+        return Prediction(video=prepared.source, labels=self.ranked(probabilities), frames_used=prepared.frames_used,
+                          model=self.loaded.name, warnings=prepared.warnings,
+                          duration_s=round(prepared.duration_s, 3) if prepared.duration_s else None)
 
     def ranked(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
         order = np.argsort(-probabilities, kind="stable")
@@ -171,7 +183,8 @@ class Predictor:
         """Classify a long video or a live stream window by window, in one decoding pass.
 
         Each window's segment goes to ``on_segment`` as soon as the window completes (live
-        output; Ctrl-C stops after the last completed window); with ``smooth`` K a segment's scores are the mean of its window and the K-1
+        output; Ctrl-C stops after the last completed window; a file's windows go through the
+        network in batches); with ``smooth`` K a segment's scores are the mean of its window and the K-1
         before it. Segments whose top score is below ``min_score`` are dropped. The video-level
         ranking is the mean over all windows.
         """
@@ -181,17 +194,19 @@ class Predictor:
         total = np.zeros(len(self.labels))
         windows = 0
         end_s = 0.0
+        live = isinstance(source, int) or is_stream_url(source)  # each window out as soon as it completes
+        found = iter_windows(source, window_s, stride_s, self.spec.frames, self.spec.size)
         try:
-            for window in iter_windows(source, window_s, stride_s, self.spec.frames, self.spec.size):
-                probabilities = self.probabilities([window.clip])[0]
-                total += probabilities
-                windows += 1
-                end_s = window.end_s
-                recent.append(probabilities)
-                segment = Segment(window.start_s, window.end_s, self.ranked(np.mean(recent, axis=0)))
-                if segment.labels[0][1] >= min_score:
-                    segments.append(segment)
-                    on_segment(segment)
+            while batch := list(itertools.islice(found, 1 if live else BATCH_VIDEOS)):
+                for window, probabilities in zip(batch, self.probabilities([window.clip for window in batch])):
+                    total += probabilities
+                    windows += 1
+                    end_s = window.end_s
+                    recent.append(probabilities)
+                    segment = Segment(window.start_s, window.end_s, self.ranked(np.mean(recent, axis=0)))
+                    if segment.labels[0][1] >= min_score:
+                        segments.append(segment)
+                        on_segment(segment)
         except VideoError as exc:
             return Prediction(video=name, model=self.loaded.name, error=exc.reason)
         return Prediction(video=name, labels=self.ranked(total / max(1, windows)),

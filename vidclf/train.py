@@ -40,7 +40,7 @@ from vidclf.data import (
     file_digest, group_folds, group_key, pool_map, save_npz, stratified_split,
 )
 from vidclf.dataset import CachedClips, EpochSampler, Key, Tensors, loader, to_device
-from vidclf.device import resolve_device
+from vidclf.device import autocast, resolve_device
 from vidclf.files import atomic_write, remove_leftovers
 from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
 from vidclf.model import Lite0Features, VideoClassifier, fuse
@@ -372,12 +372,6 @@ class Heads(nn.Module):
 
     def forward(self, batch: Tensors) -> list[Tensor]:
         return self.model.head_logits(batch.lengths, rgb=batch.rgb, motion=batch.motion, appearance=batch.appearance)
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    """bfloat16 autocast on a CUDA device that has it (no loss scaling needed); float32 elsewhere."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def eval_loader(data: CachedClips, workers: int, device: torch.device) -> DataLoader:
