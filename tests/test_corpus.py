@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
+from test_seeking import forced_seeks
+from vidclf import video
 from vidclf.video import VideoError, probe, sample_frames, sample_indices
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
@@ -64,3 +68,45 @@ def test_cli_keeps_ffmpeg_codec_chatter_off_stderr() -> None:
     assert debug.returncode == 0
     assert {line.split("] ", 1)[1] for line in _codec_lines(debug.stderr)} == \
         {line.split("] ", 1)[1] for line in bare}
+
+
+def _one_pass(path: Path, targets: list[int]) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    frames, index = {}, 0
+    while index <= targets[-1] and capture.grab():
+        if index in targets:
+            frames[index] = capture.retrieve()[1]
+        index += 1
+    return [frames[target] for target in targets]
+
+
+SEEKABLE = [record for record in RECORDS if record["container"].startswith("mov,mp4") and record["cv2_decoded_frames"] > 1]
+
+
+@pytest.mark.parametrize("record", SEEKABLE, ids=[r["file"] for r in SEEKABLE])
+def test_seeks_in_real_mp4_and_mov_files_land_on_the_one_pass_frames(record: dict) -> None:
+    """What lets long MP4/MOV files be sampled by seeking: on every such file of the corpus
+    (H.264, HEVC, MJPEG; B-frames, variable frame rate, rotation) a seek reads the very frame
+    the forward pass does."""
+    path = CORPUS / record["file"]
+    targets = sorted(set(sample_indices(record["cv2_decoded_frames"], 16).tolist()) - {0})
+    for target, seeked, read in zip(targets, forced_seeks(path, targets), _one_pass(path, targets), strict=True):
+        assert np.array_equal(seeked, read), target
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=[r["file"] for r in RECORDS])
+def test_sampling_with_seeking_allowed_matches_one_pass(record: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file: with seeking allowed at any gap, the same clip (or the same error) as one pass."""
+    def sample(min_gap: int) -> object:
+        monkeypatch.setattr(video, "SEEK_MIN_GAP", min_gap)
+        try:
+            return sample_frames(CORPUS / record["file"], 8, 32)
+        except VideoError as exc:
+            return str(exc)
+
+    seeking, one_pass = sample(0), sample(10**9)
+    if isinstance(one_pass, str):
+        assert seeking == one_pass
+    else:
+        assert np.array_equal(seeking.frames, one_pass.frames) and np.array_equal(seeking.indices, one_pass.indices)
+        assert (seeking.frame_count, seeking.warnings) == (one_pass.frame_count, one_pass.warnings)

@@ -2,12 +2,15 @@
 
 Everything here works on the frames that really decode: container headers lie about frame
 counts (too many, too few, zero, negative), so indices are chosen from the decoded count.
-Decoding is one forward pass: ``grab()`` every frame, ``retrieve()`` only the chosen ones
-(seeking with ``CAP_PROP_POS_FRAMES`` is exact on H.264 but far slower for short clips).
+Decoding is one forward pass: ``grab()`` every frame, ``retrieve()`` only the chosen ones.
+Long MP4/MOV files are sampled by seeking instead, where that is measured to be cheaper than
+decoding through the gap; their sample tables make OpenCV's seeking frame-exact (checked on the
+corpus), other containers keep the forward pass.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -32,6 +35,9 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 SampleMode = Literal["uniform", "random"]
+# Seek only when samples lie this many frames apart on average: below it, decoding through is
+# cheaper than a seek (which decodes from the keyframe before its target).
+SEEK_MIN_GAP = 64
 
 # Leading bytes of common video containers: used only to explain why OpenCV failed to open a
 # file ("truncated MP4" versus "not a video at all"), never to refuse a file OpenCV can read.
@@ -405,6 +411,12 @@ def sample_frames(
         guess = frame_count or header
         if guess > 0:
             chosen = sample_indices(guess, num_frames, mode, rng, clips)
+            if _worth_seeking(path, guess, len(chosen)):
+                frames = _seek_chosen(capture, chosen, size, guess, _Costs())
+                if frames is not None:
+                    return _assemble(path, frames, chosen, guess, fps, num_frames, warnings)
+                capture.release()  # seeking failed (the header's count is wrong): one pass from the start
+                capture = _open(path)
             frames, decoded = _decode_chosen(capture, chosen, size, path)
             if len(frames) == len(set(chosen.tolist())):
                 # All chosen frames decoded; make sure no frames lie beyond the guess.
@@ -433,6 +445,57 @@ def sample_frames(
         raise VideoError(path, "decoding is not repeatable (frames vanished on a second pass); "
                                "the file may be corrupt")
     return _assemble(path, frames, chosen, decoded, fps, num_frames, warnings)
+
+
+def _worth_seeking(path: Path | str | int, count: int, samples: int) -> bool:
+    """Whether to try seeking: an MP4/MOV file whose samples lie more than ``SEEK_MIN_GAP``
+    frames apart on average (a short clip decodes through faster than any seek lands)."""
+    return (isinstance(path, Path) and count >= SEEK_MIN_GAP * samples
+            and _describe_container(path) in ("MP4/MOV", "MOV"))
+
+
+@dataclass
+class _Costs:
+    """Seconds measured in this video: to grab one frame, and the slowest seek so far."""
+
+    per_frame: float | None = None
+    per_seek: float = 0.0
+    seeks: int = 0
+
+
+def _move_to(capture: cv2.VideoCapture, position: int, target: int, costs: _Costs) -> bool:
+    """Make frame ``target`` the next one read (frame ``position`` is now): seek, or grab
+    through the gap, whichever the costs measured say is cheaper (the first gap is grabbed, to
+    measure decoding; the first seek is tried, to measure seeking). False when that fails."""
+    gap = target - position
+    started = time.perf_counter()
+    if gap > 0 and costs.per_frame is not None and costs.per_seek < gap * costs.per_frame:
+        moved = capture.set(cv2.CAP_PROP_POS_FRAMES, target)
+        costs.per_seek = max(costs.per_seek, time.perf_counter() - started)
+        costs.seeks += 1
+        return moved
+    grabbed = sum(1 for _ in itertools.takewhile(bool, (capture.grab() for _ in range(gap))))
+    if gap > 0:
+        costs.per_frame = (time.perf_counter() - started) / gap
+    return grabbed == gap
+
+
+def _seek_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, size: int | None, count: int, costs: _Costs
+                 ) -> dict[int, np.ndarray] | None:
+    """The frames in ``wanted``, each reached by seeking or grabbing (``_move_to``, costs
+    measured into ``costs``); None when that fails or the video does not have exactly ``count``
+    frames (then decode in one pass)."""
+    frames: dict[int, np.ndarray] = {}
+    position = 0
+    for target in sorted(set(wanted.tolist())):
+        ok, frame = capture.read() if _move_to(capture, position, target, costs) else (False, None)
+        if not ok or frame is None:
+            return None
+        frames[target] = square_resize(frame, size)
+        position = target + 1
+    if position < count and not (_move_to(capture, position, count - 1, costs) and capture.grab()):
+        return None  # the header's last frame is not there
+    return None if capture.grab() else frames  # a frame after it: the header undercounts
 
 
 def _count_rest(capture: cv2.VideoCapture, source: Path | str | int) -> int:
