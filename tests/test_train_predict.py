@@ -191,7 +191,8 @@ def test_network_takes_every_ready_video_in_one_batch_in_input_order(workspace: 
 
     predictor = Predictor(workspace["model"])
     paths = find_videos(workspace["root"] / "test")[:12] + [workspace["root"] / "nope.avi"]
-    job = functools.partial(prepare_video, spec=predictor.spec, clips=2, flows=predictor.flows)
+    job = functools.partial(prepare_video, spec=predictor.spec, clips=2, flows=predictor.flows,
+                            frames=predictor.reads_frames)
     groups = prepared_in_batches(job, paths, workers=2, batch_videos=5)
     first = next(groups)
     time.sleep(3)  # the workers decode the videos queued behind it meanwhile

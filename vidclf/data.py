@@ -29,7 +29,7 @@ from vidclf.errors import VidclfError
 from vidclf.files import atomic_write
 from vidclf.motion import clip_motion
 from vidclf.progress import progress
-from vidclf.video import Clip, VideoError, find_videos, sample_frames
+from vidclf.video import Clip, VideoError, find_videos, one_decode_thread, sample_frames
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -51,13 +51,14 @@ class LabelledVideo:
 
 @dataclass(frozen=True)
 class ClipInputs:
-    """One view of a clip: ``rgb`` uint8 (T,S,S,3), ``motion`` float16 (T,4,M,M).
+    """One view of a clip: ``rgb`` uint8 (T,S,S,3) (None in prediction by a model that reads
+    no appearance), ``motion`` float16 (T,4,M,M).
 
     Steps at and after ``length`` are padding (zeros): videos shorter than T keep their real
     length instead of repeated frames, and the model never reads the padding.
     """
 
-    rgb: np.ndarray
+    rgb: np.ndarray | None
     motion: np.ndarray
     length: int
 
@@ -358,14 +359,17 @@ class PreparedVideo:
     error: str | None = None
 
 
-def prepare_video(source: Path | str, spec: SamplingSpec, clips: int, flows: Sequence[str]) -> PreparedVideo:
-    """Sample ``clips`` uniform clips of a video and compute their inputs (``flows`` only)."""
+def prepare_video(source: Path | str, spec: SamplingSpec, clips: int, flows: Sequence[str], frames: bool
+                  ) -> PreparedVideo:
+    """Sample ``clips`` uniform clips of a video and compute their inputs: ``flows`` only, and
+    the frames only if ``frames`` (a model that reads no appearance is not sent them)."""
     try:
         sample = sample_frames(source, spec.frames, spec.size, "uniform", clips=clips)
     except VideoError as exc:
         return PreparedVideo(str(source), error=exc.reason)
     parts = sample.split(clips)
-    return PreparedVideo(str(source), tuple(clip_inputs(part, spec, flows) for part in parts),
+    inputs = (clip_inputs(part, spec, flows) for part in parts)
+    return PreparedVideo(str(source), tuple(i if frames else replace(i, rgb=None) for i in inputs),
                          max(len(np.unique(part.indices)) for part in parts), sample.duration_s, sample.warnings)
 
 
@@ -386,4 +390,5 @@ def init_worker() -> None:
     (sent to the whole process group) is the main process's to handle: it stops the workers
     (with SIGTERM, which they must therefore keep)."""
     cv2.setNumThreads(1)
+    one_decode_thread()
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -138,6 +138,11 @@ class Predictor:
         """The optical flows the model reads (a stream whose heads all weigh 0 is not computed)."""
         return [flow for flow in FLOWS if flow in self.loaded.model.used_streams]
 
+    @property
+    def reads_frames(self) -> bool:
+        """Whether the model reads the frames themselves (an appearance head of nonzero weight)."""
+        return "appearance" in self.loaded.model.used_streams
+
     def probabilities(self, clips: Sequence[Clip]) -> np.ndarray:
         """Class probabilities ``(len(clips), C)`` for sampled clips, in one batch."""
         return self.network([clip_inputs(clip, self.spec, self.flows) for clip in clips])
@@ -147,8 +152,7 @@ class Predictor:
         model = self.loaded.model
         lengths = torch.tensor([i.length for i in inputs])
         motion = torch.from_numpy(np.stack([i.motion for i in inputs]).astype(np.float32)).to(self.device)
-        rgb = (torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device)
-               if "appearance" in model.used_streams else None)
+        rgb = torch.from_numpy(np.stack([i.rgb for i in inputs])).to(self.device) if self.reads_frames else None
         with torch.inference_mode(), autocast(self.device):
             logits = model(lengths, rgb=rgb, motion=motion)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
@@ -158,7 +162,7 @@ class Predictor:
         """Predictions in input order. With ``workers``, videos are decoded, sampled and their
         flow computed in that many processes while the network runs here, on every video that
         is ready (up to ``batch_videos``) in one forward pass."""
-        job = functools.partial(prepare_video, spec=self.spec, clips=clips, flows=self.flows)
+        job = functools.partial(prepare_video, spec=self.spec, clips=clips, flows=self.flows, frames=self.reads_frames)
         for group in prepared_in_batches(job, sources, workers, batch_videos):
             decoded = [prepared for prepared in group if prepared.error is None]
             scores = iter(self.network([i for prepared in decoded for i in prepared.inputs]).reshape(
