@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vidclf.config import REMOVED_OPTIONS, ModelConfig, TrainOptions
-from vidclf.model import Lite0Features, VideoClassifier, flow_derivatives, fuse
+from vidclf.model import Lite0Features, VideoClassifier, flops_per_clip, flow_derivatives, fuse
 from vidclf.modelfile import ModelFileError, load_model, read_metadata, save_model
 
 LABELS = ["a", "b", "c"]
@@ -592,3 +592,21 @@ def test_a_stage_stops_after_its_own_patience_without_a_new_best(tmp_path: Path,
     saved = Checkpoint.load(stage.checkpoint)  # what --resume reads back
     assert saved.stage_epochs_done == patience and saved.best.epoch == 4 and len(saved.history) == len(history)
     assert torch.equal(saved.best.baseline, frozen.baseline)
+
+
+def test_cost_per_clip_counts_only_the_heads_that_weigh() -> None:
+    """Lite0 is most of a clip's cost and is not run when no appearance head counts; an LSTM
+    head costs its matrix products: 2 flops per weight and step, and reads out from its hidden
+    width instead of the features'."""
+    model = VideoClassifier(small_config(backbone="lite0", temporal="lstm+mean", frames=4), pretrained=False)
+    heads = model.config.head_names
+
+    def flops(*weighing: str) -> int:
+        model.stream_weights.copy_(torch.tensor([float(name in weighing) for name in heads]))
+        return flops_per_clip(model)
+
+    everything = flops(*heads)
+    assert flops("farneback/lstm", "dis/lstm", "farneback/mean", "dis/mean") < everything / 10
+    steps, width, hidden = 4, model.config.motion_dim, model.config.hidden
+    lstm, readout = 2 * steps * 4 * hidden * (width + hidden), 2 * (hidden - width) * len(LABELS)  # wider linear
+    assert flops("farneback/lstm") - flops("farneback/mean") == lstm + readout

@@ -220,6 +220,9 @@ def test_info_shows_the_model(workspace: dict) -> None:
     assert list(meta["training"]["stream_weights"]) == ["farneback", "dis"]
     assert meta["training"]["counts"]["train"]["grow"] == 15 and meta["training"]["seed"] == 1
     assert meta["preprocessing"]["frames"] == 16
+    weighing = [stream for stream, weight in meta["training"]["stream_weights"].items() if weight > 0]
+    cost = meta["cost_per_clip"]  # what predicting a clip costs: the streams that weigh, their flows
+    assert cost["streams"] == weighing and cost["flow_pairs"] == 15 * len(weighing) and cost["network_mflops"] > 0
     table = run_cli("info", str(workspace["model"]), env=workspace["env"])
     assert "best_val_acc" in table.stdout and "move_left" in table.stdout
 

@@ -442,10 +442,10 @@ def info(
 
     Example: [bold]vidclf info models/default.vidclf --json | jq .labels[/bold]
     """
-    from vidclf.modelfile import read_metadata
+    from vidclf.modelfile import model_info
     from vidclf.output import info_table
 
-    metadata = read_metadata(model)
+    metadata = model_info(model)
     if as_json:
         json.dump(metadata, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")

@@ -209,3 +209,19 @@ class VideoClassifier(nn.Module):
     def _main_encoder(self, stream: str) -> nn.Module:
         """The encoder a stream's LSTM head (or its only head) reads."""
         return self.appearance_proj if stream == "appearance" else self.motion_encoders[self.flows.index(stream)]
+
+
+def flops_per_clip(model: VideoClassifier) -> int:
+    """Floating-point operations to score one clip: the heads of nonzero weight and the streams
+    they read, counted by PyTorch's ``FlopCounterMode`` on a zero clip (LSTMs included: it
+    counts the matrix products they decompose into)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = model.config
+    steps, side, flow_side = config.frames, config.size, config.motion_size
+    rgb = torch.zeros(1, steps, side, side, 3, dtype=torch.uint8) if "appearance" in model.used_streams else None
+    motion = torch.zeros(1, steps, FLOW_CHANNELS * len(model.flows), flow_side, flow_side)
+    with FlopCounterMode(display=False) as counter:
+        with torch.inference_mode():
+            model.eval()(torch.tensor([steps]), rgb=rgb, motion=motion)
+    return counter.get_total_flops()

@@ -21,7 +21,7 @@ from vidclf import __version__
 from vidclf.config import Backbone, ModelConfig, RemovedOptionError
 from vidclf.errors import VidclfError
 from vidclf.files import atomic_write
-from vidclf.model import VideoClassifier
+from vidclf.model import VideoClassifier, flops_per_clip
 from vidclf.motion import DESCRIPTION
 
 FORMAT = "vidclf-model"
@@ -118,6 +118,24 @@ def read_payload(path: Path) -> dict[str, object]:
 
 def read_metadata(path: Path) -> dict[str, object]:
     return json.loads(read_payload(path)["metadata"])
+
+
+def model_info(path: Path) -> dict[str, object]:
+    """What ``vidclf info`` shows: the metadata and what predicting one clip costs (counted on a
+    freshly built network of the same config and fusion weights; the file's other weights are
+    not read into it)."""
+    payload = read_payload(path)
+    metadata = json.loads(payload["metadata"])
+    weights = payload.get("state_dict", {}).get("stream_weights")
+    try:
+        model = VideoClassifier(ModelConfig.from_dict(metadata["config"]), pretrained=False)
+        model.stream_weights.copy_(weights)
+    except (RemovedOptionError, RuntimeError, TypeError):
+        return metadata  # a file that cannot predict: load_model says why
+    streams = [stream for stream in model.config.streams if stream in model.used_streams]
+    cost = {"streams": streams, "network_mflops": round(flops_per_clip(model) / 1e6, 1),
+            "flow_pairs": (model.config.frames - 1) * sum(stream != "appearance" for stream in streams)}
+    return {**metadata, "cost_per_clip": cost}
 
 
 def _check_state(state: dict[str, torch.Tensor], model: VideoClassifier, path: Path) -> None:
