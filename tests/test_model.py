@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from torch import nn
 
 from vidclf.config import REMOVED_OPTIONS, ModelConfig, TrainOptions
 from vidclf.model import Lite0Features, VideoClassifier, flops_per_clip, flow_derivatives, fuse
-from vidclf.modelfile import ModelFileError, load_model, read_metadata, save_model
+from vidclf.modelfile import ModelFileError, load_model, model_info, read_metadata, save_model
 
 LABELS = ["a", "b", "c"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -610,3 +612,51 @@ def test_cost_per_clip_counts_only_the_heads_that_weigh() -> None:
     steps, width, hidden = 4, model.config.motion_dim, model.config.hidden
     lstm, readout = 2 * steps * 4 * hidden * (width + hidden), 2 * (hidden - width) * len(LABELS)  # wider linear
     assert flops("farneback/lstm") - flops("farneback/mean") == lstm + readout
+
+
+def _rezip(source: Path, path: Path, compression: int = zipfile.ZIP_STORED,
+           change: Callable[[str, bytes], bytes] = lambda name, data: data) -> Path:
+    """``source``'s archive written again entry by entry, each through ``change``."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w", compression) as copy:
+        for entry in original.infolist():
+            copy.writestr(entry.filename, change(entry.filename, original.read(entry)))
+    return path
+
+
+def test_crafted_archives_are_refused_before_anything_is_inflated_or_allocated(tmp_path: Path) -> None:
+    good = tmp_path / "good.vidclf"
+    save_model(VideoClassifier(small_config()), good, {})
+    assert load_model(_rezip(good, tmp_path / "copy.vidclf")).model.config == small_config()
+    # a zip bomb: 1 GB of zeros deflated into an extra entry of about 1 MB
+    bomb = _rezip(good, tmp_path / "bomb.vidclf", zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("good/extra", bytes(1 << 30))
+    assert bomb.stat().st_size < 3 << 20
+    with pytest.raises(ModelFileError, match="bomb.vidclf: refused to load: compressed or oversized entries"):
+        load_model(bomb)
+    # a tensor whose storage holds fewer bytes than its shape claims
+    short = _rezip(good, tmp_path / "short.vidclf", change=lambda name, data: data[:8] if "/data/" in name else data)
+    with pytest.raises(ModelFileError, match="short.vidclf: not a readable vidclf model file"):
+        load_model(short)
+
+
+@pytest.mark.parametrize("lie", [{"hidden": 10**6}, {"motion_dim": 10**7}, {"labels": [str(n) for n in range(10**6)]},
+                                 {"frames": 10**6}, {"size": 10**5}, {"backbone": "lite0"}])
+def test_a_config_that_lies_is_refused_before_the_network_is_built(tmp_path: Path, lie: dict) -> None:
+    """A million-wide LSTM would need terabytes: it is refused by name and shape, on the meta
+    device, before any of it is allocated; absurd inputs are refused by range."""
+    path = tmp_path / "m.vidclf"
+    save_model(VideoClassifier(small_config()), path, {})
+    _rewrite_metadata(path, path, lambda meta, payload: meta["config"].update(lie))
+    with pytest.raises(ModelFileError, match="m.vidclf: (weights do not match the saved config|its config is not one)"):
+        load_model(path)
+    assert "cost_per_clip" not in model_info(path)  # info still shows what the file says
+
+
+def test_metadata_that_is_not_json_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.vidclf"
+    save_model(VideoClassifier(small_config()), path, {})
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "metadata": "{not json"}, path)
+    with pytest.raises(ModelFileError, match="m.vidclf: not a vidclf model file"):
+        read_metadata(path)

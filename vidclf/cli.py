@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from vidclf import __version__
-from vidclf.config import PRESETS, STREAM_TIMEOUT_S, PresetName, Temporal, TrainOptions
+from vidclf.config import MAX_FRAMES, MAX_SIZE, PRESETS, STREAM_TIMEOUT_S, PresetName, Temporal, TrainOptions
 from vidclf.device import Device
 from vidclf.errors import VidclfError
 from vidclf.files import NO_ROOM
@@ -253,8 +253,8 @@ def train(
     preset: Annotated[PresetName, typer.Option(help=PRESET_HELP)] = DEFAULTS.preset,
     group: Annotated[Optional[str], typer.Option(metavar="REGEX", show_default=False, help="A clip's group (person, scene, source video) is the first capture group of this regex in its file name, e.g. '_g(\\d+)_' or '^([a-z]+)_'; a group never sits on both sides of the split.")] = None,
     temporal: Annotated[Temporal, typer.Option(help=TEMPORAL_HELP)] = DEFAULTS.temporal,
-    frames: Annotated[int, typer.Option("--frames", min=2, help="Frames sampled per clip (T).")] = DEFAULTS.frames,
-    size: Annotated[int, typer.Option(min=32, help="Frame size in pixels (square, centre crop).")] = DEFAULTS.size,
+    frames: Annotated[int, typer.Option("--frames", min=2, max=MAX_FRAMES, help="Frames sampled per clip (T).")] = DEFAULTS.frames,
+    size: Annotated[int, typer.Option(min=32, max=MAX_SIZE, help="Frame size in pixels (square, centre crop).")] = DEFAULTS.size,
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs with the backbone frozen (features cached).")] = DEFAULTS.epochs,
     finetune_epochs: Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Then this many epochs fine-tuning Lite0's later layers, kept only if they win significantly on validation \\[default: "
                                                                                                 + ", ".join(f"{n.value} {p.finetune_epochs}" for n, p in PRESETS.items()) + "].")] = None,

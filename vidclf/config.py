@@ -75,6 +75,11 @@ class SamplingSpec:
     motion_size: int  # the flow maps' side
 
 
+# Bounds on what a config may ask of prediction: a model file's config is input like any other.
+MAX_FRAMES = 512
+MAX_SIZE = 1024
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network's architecture, saved in the model file so it rebuilds exactly."""
@@ -99,8 +104,8 @@ class ModelConfig:
         object.__setattr__(self, "appearance_temporal", Temporal(self.appearance_temporal or self.temporal))
         if len(self.labels) < 2:
             raise ValueError("a classifier needs at least 2 labels")
-        if self.frames < 1 or self.size < 16 or self.motion_size < 8:
-            raise ValueError("frames must be ≥ 1, size ≥ 16 and motion_size ≥ 8")
+        if not (1 <= self.frames <= MAX_FRAMES and 16 <= self.size <= MAX_SIZE and 8 <= self.motion_size <= self.size):
+            raise ValueError(f"frames must be 1–{MAX_FRAMES}, size 16–{MAX_SIZE} and motion_size 8–size")
 
     @property
     def streams(self) -> list[str]:

