@@ -329,8 +329,42 @@ def _fps(capture: cv2.VideoCapture) -> float | None:
 
 
 def _no_frames(path: Path | str | int) -> NoFramesDecodedError:
+    if isinstance(path, str) and path.lower().startswith(("http://", "https://")) and _index_unreachable(path):
+        return NoFramesDecodedError(path, "opened but decoded 0 frames: this MP4's index is at the end of the file "
+                                          "and the server cannot seek to it (no range requests); download the file "
+                                          "first, or re-mux it with the index first: "
+                                          "ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4")
     return NoFramesDecodedError(path, "opened but decoded 0 frames — codec may be unsupported "
                                       "(re-encode it, e.g. to H.264)")
+
+
+def _index_unreachable(url: str) -> bool:
+    """Whether ``url`` serves an MP4/MOV whose index ('moov') comes after its media ('mdat')
+    from a server that ignores range requests: FFmpeg cannot reach the index without seeking."""
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Range": "bytes=0-65535"})
+    try:
+        with urllib.request.urlopen(request, timeout=_timeout_s(url)) as response:
+            if response.status == 206:  # the server seeks: not the cause
+                return False
+            head = response.read(65536)
+    except (OSError, ValueError):
+        return False
+    return next((kind for kind in _top_level_boxes(head) if kind in (b"moov", b"mdat")), None) == b"mdat"
+
+
+def _top_level_boxes(head: bytes) -> Iterator[bytes]:
+    """The types of an MP4's top-level boxes that start within ``head`` (its first bytes)."""
+    offset = 0
+    while offset + 8 <= len(head):
+        size, kind = int.from_bytes(head[offset : offset + 4], "big"), head[offset + 4 : offset + 8]
+        yield kind
+        if size == 1 and offset + 16 <= len(head):  # a 64-bit size follows the type
+            size = int.from_bytes(head[offset + 8 : offset + 16], "big")
+        if size < 8:
+            return
+        offset += size
 
 
 def probe(path: Source) -> VideoInfo:
