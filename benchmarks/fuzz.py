@@ -39,7 +39,7 @@ def sources() -> list[Path]:
 
 def kind(error: str) -> str:
     """An error message with its numbers and quoted parts blanked: errors of one kind read alike."""
-    return re.sub(r"\d+", "N", re.sub(r"'[^']*'", "'…'", error))[:90]
+    return re.sub(r"\b\d+\b", "N", re.sub(r"'[^']*'", "'…'", error))[:90]
 
 
 def predict(folder: Path, timeout: float, env: dict[str, str]) -> subprocess.CompletedProcess | None:

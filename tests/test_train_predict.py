@@ -213,6 +213,56 @@ def test_network_takes_every_ready_video_in_one_batch_in_input_order(workspace: 
     assert batched[-1].error == "no such file; check the path"
 
 
+def test_a_decoding_process_that_dies_costs_only_the_video_that_killed_it(workspace: dict, tmp_path: Path) -> None:
+    """Its video is run again alone and fails with a record saying so; every other video in
+    flight is run again and succeeds, in input order."""
+    import shutil
+
+    from crashing import prepare_or_die
+    from vidclf.predict import Predictor, prepared_in_batches
+    from vidclf.video import find_videos
+
+    predictor = Predictor(workspace["model"])
+    videos = find_videos(workspace["root"] / "test")[:12]
+    crash = shutil.copy(videos[0], tmp_path / f"crash{videos[0].suffix}")
+    inputs = [*videos[:5], Path(crash), *videos[5:]]
+    job = functools.partial(prepare_or_die, spec=predictor.spec, clips=1, flows=predictor.flows,
+                            frames=predictor.reads_frames)
+    prepared = [p for group in prepared_in_batches(job, inputs, workers=2, batch_videos=4) for p in group]
+    assert [p.source for p in prepared] == [str(path) for path in inputs]
+    assert [p.error for p in prepared] == [None] * 5 + [
+        "the process decoding it died, twice (a decoder crash, or killed for lack of memory)"] + [None] * 7
+
+
+def worker_processes(pid: int) -> list[int]:
+    """The multiprocessing workers among a process's children (not its resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid and b"spawn_main" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_worker_killed_mid_run_loses_no_video(workspace: dict) -> None:
+    """The out-of-memory killer (here: SIGKILL) takes a decoding process: every input still gets
+    its record, none failed, exit 0."""
+    folder = str(workspace["root"] / "test")
+    process = subprocess.Popen([sys.executable, "-m", "vidclf", "predict", folder, folder, folder, folder, "-m",
+                                str(workspace["model"]), "-f", "jsonl", "--workers", "2"],
+                               env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()
+    os.kill(worker_processes(process.pid)[0], signal.SIGKILL)
+    rest, errors = process.stdout.read(), process.stderr.read()
+    assert process.wait(timeout=300) == 0, errors[-2000:]
+    records = [json.loads(line) for line in [first, *rest.splitlines()]]
+    assert len(records) == 96 and not any("error" in record for record in records)
+
+
 def test_info_shows_the_model(workspace: dict) -> None:
     result = run_cli("info", str(workspace["model"]), "--json", env=workspace["env"])
     meta = json.loads(result.stdout)
