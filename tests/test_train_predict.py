@@ -214,8 +214,9 @@ def test_network_takes_every_ready_video_in_one_batch_in_input_order(workspace: 
 
 
 def test_a_decoding_process_that_dies_costs_only_the_video_that_killed_it(workspace: dict, tmp_path: Path) -> None:
-    """Its video is run again alone and fails with a record saying so; every other video in
-    flight is run again and succeeds, in input order."""
+    """A decoder that crashes, or stalls and is ended by its watchdog: its video is run again
+    alone and fails with a record saying so; every other video in flight is run again and
+    succeeds, in input order."""
     import shutil
 
     from crashing import prepare_or_die
@@ -224,14 +225,17 @@ def test_a_decoding_process_that_dies_costs_only_the_video_that_killed_it(worksp
 
     predictor = Predictor(workspace["model"])
     videos = find_videos(workspace["root"] / "test")[:12]
-    crash = shutil.copy(videos[0], tmp_path / f"crash{videos[0].suffix}")
-    inputs = [*videos[:5], Path(crash), *videos[5:]]
+    crash = Path(shutil.copy(videos[0], tmp_path / f"crash{videos[0].suffix}"))
+    stall = Path(shutil.copy(videos[1], tmp_path / f"stall{videos[1].suffix}"))
+    inputs = [*videos[:5], crash, *videos[5:9], stall, *videos[9:]]
     job = functools.partial(prepare_or_die, spec=predictor.spec, clips=1, flows=predictor.flows,
                             frames=predictor.reads_frames)
+    started = time.monotonic()
     prepared = [p for group in prepared_in_batches(job, inputs, workers=2, batch_videos=4) for p in group]
     assert [p.source for p in prepared] == [str(path) for path in inputs]
-    assert [p.error for p in prepared] == [None] * 5 + [
-        "the process decoding it died, twice (a decoder crash, or killed for lack of memory)"] + [None] * 7
+    died = "the process decoding it died, twice (a decoder that crashed or stalled, or killed for lack of memory)"
+    assert [p.error for p in prepared] == [died if path in (crash, stall) else None for path in inputs]
+    assert time.monotonic() - started < 60  # the stalled decode was ended by its watchdog (after 1 s, twice)
 
 
 def worker_processes(pid: int) -> list[int]:
@@ -550,6 +554,92 @@ def test_an_mp4_with_its_index_last_on_a_server_that_cannot_seek_says_why(worksp
             works = run_cli("predict", f"{base}/first.mp4", "-m", str(workspace["model"]), "-f", "jsonl", *extra,
                             env=workspace["env"])
             assert works.returncode == 0 and len(works.stdout.splitlines()) == (19 if extra else 1), works.stderr
+
+
+def test_camera_needs_a_window_and_a_device(workspace: dict) -> None:
+    no_window = run_cli("predict", "--camera", "0", "-m", str(workspace["model"]), env=workspace["env"])
+    assert no_window.returncode == 2 and "--camera needs --window" in no_window.stderr
+    missing = run_cli("predict", "--camera", "57", "--window", "1", "-m", str(workspace["model"]), env=workspace["env"])
+    assert missing.returncode == 3 and "camera 57" in missing.stderr
+
+
+def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict) -> None:
+    # 3 minutes: long enough that the signal always lands mid-run (the 9-s video was sometimes
+    # done before it arrived)
+    long_video = write_left_right_left(workspace["root"] / "long.avi", repeats=20)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vidclf", "predict", str(long_video), "-m", str(workspace["model"]),
+         "--window", "0.2", "--stride", "0.1", "-f", "jsonl"],
+        env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A job started with `&` by a shell without job control (nohup, CI runners) inherits
+        # SIGINT ignored, and Python then keeps ignoring it, as it should: give the child the
+        # default disposition so that Python installs its Ctrl-C handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    first = process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    # Read on through the same buffer: readline may have buffered the lines after the first.
+    rest, errors = process.stdout.read(), process.stderr.read()
+    process.wait(timeout=60)
+    assert process.returncode == 130 and "interrupted" in errors, (process.returncode, errors[-2000:])
+    lines = [first, *rest.splitlines()]
+    assert 1 <= len(lines) < 88  # stopped early: 88 windows in 9 s, and the video is 20 times as long
+    assert all(json.loads(line)["video"] == str(long_video) for line in lines)
+
+
+def test_sigterm_during_a_batch_finishes_the_video_in_flight_and_exits_143(workspace: dict) -> None:
+    """CSV writes a record as several rows: after SIGTERM every video written has all of its
+    rows, and the rest of the batch is not started."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vidclf", "predict", str(workspace["root"] / "test"), "-m", str(workspace["model"]),
+         "-f", "csv"], env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = [process.stdout.readline(), process.stdout.readline()]  # the header and a row: mid-batch
+    process.send_signal(signal.SIGTERM)
+    rest, errors = process.stdout.read(), process.stderr.read()  # (communicate would skip what readline buffered)
+    assert process.wait(timeout=60) == 143 and errors.endswith("error: terminated (SIGTERM)\n"), errors[-2000:]
+    rows = list(csv.DictReader([*first, *rest.splitlines()]))
+    videos = Counter(row["video"] for row in rows)
+    assert 1 <= len(videos) < 24 and set(videos.values()) == {len(CLASSES)}, videos
+
+
+def train_small(tmp_path: Path, classes: tuple[str, ...], clips_per_class: int, *options: str, seed: int = 4
+                ) -> tuple[subprocess.CompletedProcess, Path, dict]:
+    """Train on freshly generated clips (one process, own cache); the run, model file and metadata."""
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    make_samples(tmp_path / "data", clips_per_class=clips_per_class, seed=seed, classes=classes)
+    out = tmp_path / "m.vidclf"
+    result = run_cli("train", str(tmp_path / "data"), "--out", str(out), *options, "--workers", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    return result, out, json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+
+
+def head_keys(model: Path) -> list[list[str]]:
+    """The model file's head parameters as split names: ``heads.<n>.<part>...``."""
+    import torch
+
+    return [key.split(".") for key in torch.load(model, weights_only=True)["state_dict"] if key.startswith("heads.")]
+
+
+def test_order_blind_baseline_option_reaches_the_model(tmp_path: Path) -> None:
+    _, out, meta = train_small(tmp_path, ("grow", "shrink"), 3, "--preset", "motion", "--temporal", "mean",
+                               "--epochs", "1")
+    assert meta["config"]["temporal"] == "mean"
+    keys = head_keys(out)
+    # the two flow streams (no appearance stream): a mean head each, and no LSTM anywhere
+    assert len({k[1] for k in keys}) == 2 and not any(k[2] == "lstm" for k in keys)
+
+
+def test_class_weights_train_an_imbalanced_set_and_are_recorded(tmp_path: Path) -> None:
+    env = {**os.environ, "VIDCLF_CACHE_DIR": str(tmp_path / "cache")}
+    written = make_samples(tmp_path / "data", clips_per_class=6, seed=9, classes=("grow", "shrink"))
+    for path in sorted(p for p in written if p.parent.name == "grow")[3:]:
+        path.unlink()  # grow 3, shrink 6
+    out = tmp_path / "w.vidclf"
+    result = run_cli("train", str(tmp_path / "data"), "--out", str(out), "--class-weights", "--preset", "motion",
+                     "--epochs", "2", "--frames", "4", "--workers", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "train: 9 clips  grow=3  shrink=6" in result.stderr
+    meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
+    assert meta["training"]["options"]["class_weights"] == "True"
 
 
 def test_appearance_preset_gives_the_appearance_stream_only_its_mean_head(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from vidclf.errors import VidclfError
 from vidclf.files import atomic_write
 from vidclf.motion import clip_motion
 from vidclf.progress import progress
-from vidclf.video import Clip, VideoError, find_videos, one_decode_thread, sample_frames
+from vidclf.video import Clip, VideoError, find_videos, one_decode_thread, sample_frames, watch_decoding
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -383,6 +383,13 @@ def pool_map(function: Callable[[T], U], items: Sequence[T], workers: int, desc:
         with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
             return list(progress(pool.imap(function, items, chunksize=2), total=len(items), desc=desc, unit=unit))
     return list(progress(map(function, items), total=len(items), desc=desc, unit=unit))
+
+
+def init_prediction_worker() -> None:
+    """Prediction workers: as ``init_worker``, and a decode that stalls ends the process (the
+    prediction engine recovers from that; a ``Pool.imap`` would wait for its result forever)."""
+    init_worker()
+    watch_decoding()
 
 
 def init_worker() -> None:

@@ -19,7 +19,7 @@ import torch
 
 from vidclf.config import FLOWS
 from vidclf.device import autocast
-from vidclf.data import ClipInputs, PreparedVideo, clip_inputs, init_worker, prepare_video
+from vidclf.data import ClipInputs, PreparedVideo, clip_inputs, init_prediction_worker, prepare_video
 from vidclf.modelfile import LoadedModel, load_model
 from vidclf.video import Clip, Source, VideoError, find_videos, is_stream_url, iter_windows, source_name
 
@@ -96,8 +96,8 @@ def prepared_in_batches(job: Callable[[Source], PreparedVideo], sources: Iterabl
     that many spawned processes, at most 2 × workers + batch_videos videos ahead (memory stays
     bounded however many inputs); without, one by one here.
 
-    A worker that dies (a decoder that crashes, the kernel's out-of-memory killer) loses no
-    input: the videos in flight are run again one at a time, and only one that kills its
+    A worker that dies (a decoder that crashes, or stalls and is ended by its watchdog, or the
+    kernel's out-of-memory killer) loses no input: the videos in flight are run again one at a time, and only one that kills its
     process again fails, with a record saying so."""
     if not workers:
         yield from ([job(source)] for source in sources)
@@ -140,7 +140,8 @@ def _submit(pool: ProcessPoolExecutor, job: Callable[[Source], PreparedVideo], s
 
 def _spawn_pool(workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: torch's threads are running here
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=init_prediction_worker)
 
 
 def _one_by_one(job: Callable[[Source], PreparedVideo], sources: list[Source]) -> Iterator[PreparedVideo]:
@@ -152,8 +153,8 @@ def _one_by_one(job: Callable[[Source], PreparedVideo], sources: list[Source]) -
             try:
                 yield pool.submit(job, source).result()
             except BrokenProcessPool:
-                yield PreparedVideo(str(source), error="the process decoding it died, twice (a decoder crash, "
-                                                       "or killed for lack of memory)")
+                yield PreparedVideo(str(source), error="the process decoding it died, twice (a decoder that "
+                                                       "crashed or stalled, or killed for lack of memory)")
                 pool.shutdown()
                 pool = _spawn_pool(1)
     finally:

@@ -10,15 +10,18 @@ corpus), other containers keep the forward pass.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
+import signal
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -35,8 +38,12 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 SampleMode = Literal["uniform", "random"]
+T = TypeVar("T")
 # FFmpeg's decoding threads per video; 0: its own choice (all cores: one video at a time).
 DECODE_THREADS = 0
+# A decode that reads no frame for this long is stuck (a decoder that spins): in a prediction
+# worker, the watchdog ends the process, and the engine fails that video alone.
+DECODE_STALL_S = 60.0
 # Seek only when samples lie this many frames apart on average: below it, decoding through is
 # cheaper than a seek (which decodes from the keyframe before its target).
 SEEK_MIN_GAP = 64
@@ -367,6 +374,43 @@ def _top_level_boxes(head: bytes) -> Iterator[bytes]:
         offset += size
 
 
+@dataclass
+class _Watch:
+    """Whether this process is decoding, and when it last read a frame (``time.monotonic``)."""
+
+    busy: bool = False
+    beat: float = 0.0
+
+
+_WATCH = _Watch()
+
+
+def _watched(function: Callable[..., T]) -> Callable[..., T]:
+    """Mark ``function`` as decoding, for the watchdog (``watch_decoding``)."""
+    @functools.wraps(function)
+    def wrapper(*args: object, **kwargs: object) -> T:
+        _WATCH.busy, _WATCH.beat = True, time.monotonic()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _WATCH.busy = False
+    return wrapper
+
+
+def watch_decoding() -> None:
+    """For prediction workers: a thread that ends this process when a decode reads no frame for
+    ``DECODE_STALL_S``. A decoder that spins cannot be interrupted from Python; the engine sees
+    the process die and fails that video alone (``predict.prepared_in_batches``)."""
+    def watch() -> None:
+        while True:
+            time.sleep(min(1.0, DECODE_STALL_S / 4))
+            if _WATCH.busy and time.monotonic() - _WATCH.beat > DECODE_STALL_S:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="vidclf-decode-watchdog").start()
+
+
+@_watched
 def probe(path: Source) -> VideoInfo:
     """Read a video's metadata, counting the frames that really decode (grab-only pass)."""
     path = as_source(path)
@@ -396,6 +440,7 @@ def _grabbed(capture: cv2.VideoCapture, source: Path | str | int) -> Iterator[in
     timeout, index = _timeout_s(source), 0
     while True:
         started = time.monotonic()
+        _WATCH.beat = started
         if not capture.grab():
             if timeout is not None and time.monotonic() - started >= 0.9 * timeout:
                 raise StreamStalledError(source, f"the stream stalled: no frame for {timeout:g} s after frame {index} "
@@ -423,6 +468,7 @@ def _decode_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, size: int | No
     return frames, index
 
 
+@_watched
 def sample_frames(
     path: Source,
     num_frames: int,
@@ -513,6 +559,7 @@ def _move_to(capture: cv2.VideoCapture, position: int, target: int, costs: _Cost
     measure decoding; the first seek is tried, to measure seeking). False when that fails."""
     gap = target - position
     started = time.perf_counter()
+    _WATCH.beat = time.monotonic()
     if gap > 0 and costs.per_frame is not None and costs.per_seek < gap * costs.per_frame:
         moved = capture.set(cv2.CAP_PROP_POS_FRAMES, target)
         costs.per_seek = max(costs.per_seek, time.perf_counter() - started)
