@@ -97,8 +97,8 @@ def prepared_in_batches(job: Callable[[Source], PreparedVideo], sources: Iterabl
     bounded however many inputs); without, one by one here.
 
     A worker that dies (a decoder that crashes, or stalls and is ended by its watchdog, or the
-    kernel's out-of-memory killer) loses no input: the videos in flight are run again one at a time, and only one that kills its
-    process again fails, with a record saying so."""
+    kernel's out-of-memory killer) loses no input: the videos in flight are run again one at a
+    time, and only one that kills its process again fails, with a record saying so."""
     if not workers:
         yield from ([job(source)] for source in sources)
         return
