@@ -276,3 +276,14 @@ def test_data_that_is_neither_a_folder_nor_a_manifest_is_refused(tmp_path: Path)
     (tmp_path / "clips.txt").write_text("x")
     with pytest.raises(DatasetError, match="not a folder or a .csv manifest"):
         discover(tmp_path / "clips.txt")
+
+
+def test_pool_map_survives_a_worker_that_crashes_or_stalls() -> None:
+    """Training's decoding and `vidclf check` run on the prediction engine's workers: an item
+    whose process dies (3 kills it; 5 stalls and its watchdog ends it) gives ``died``, twice
+    tried; the others their results, in order."""
+    from crashing import square_or_die
+    from vidclf.data import pool_map
+
+    assert pool_map(square_or_die, list(range(9)), 2, "test", "item", died=lambda n: -n) == \
+        [0, 1, 4, -3, 16, -5, 36, 49, 64]

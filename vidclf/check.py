@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vidclf.data import LabelledVideo, clip_digests, discover, file_digest, pool_map
+from vidclf.data import DIED, LabelledVideo, clip_digests, discover, file_digest, pool_map
 from vidclf.video import VideoError, VideoInfo, probe
 
 UNUSUAL = 3.0  # a size or frame rate this many times off the dataset's median is worth a look (30 vs 60 fps is not)
@@ -66,7 +66,7 @@ def check_dataset(data: Path, frames: int, workers: int) -> CheckReport:
     """Probe every clip of ``data`` (``workers`` processes) and check the set (see the module)."""
     found = discover(data)
     items = [(split, item) for split, listed in found.items() for item in listed]
-    infos = pool_map(_probe, [item.path for _, item in items], workers, "checking", "clip")
+    infos = pool_map(_probe, [item.path for _, item in items], workers, "checking", "clip", died=lambda path: DIED)
     clips = [_clip(split, item, info, frames) for (split, item), info in zip(items, infos)]
     _flag_unusual(clips)
     counts = {split: dict(sorted(Counter(item.label for item in listed).items())) for split, listed in found.items()}

@@ -11,12 +11,16 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import itertools
+import multiprocessing
 import os
 import re
 import signal
 import zipfile
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -373,29 +377,90 @@ def prepare_video(source: Path | str, spec: SamplingSpec, clips: int, flows: Seq
                          max(len(np.unique(part.indices)) for part in parts), sample.duration_s, sample.warnings)
 
 
-def pool_map(function: Callable[[T], U], items: Sequence[T], workers: int, desc: str, unit: str) -> list[U]:
-    """``function`` over ``items`` in ``workers`` spawned processes (in this one for 0 or 1),
-    in order, with a progress bar. Spawn, not fork: forking a process that has started torch
-    threads can deadlock."""
-    if workers > 1 and len(items) > 1:
-        import multiprocessing
+# What a job whose process died twice gives, in the words of its error record or line.
+DIED = "the process decoding it died, twice (a decoder that crashed or stalled, or killed for lack of memory)"
 
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
-            return list(progress(pool.imap(function, items, chunksize=2), total=len(items), desc=desc, unit=unit))
+
+def pool_map(function: Callable[[T], U], items: Sequence[T], workers: int, desc: str, unit: str,
+             died: Callable[[T], U]) -> list[U]:
+    """``function`` over ``items`` in ``workers`` processes (``in_workers``; in this one for 0
+    or 1), in order, with a progress bar; ``died(item)`` stands for an item whose process died."""
+    if workers > 1 and len(items) > 1:
+        results = (result for group in in_workers(function, items, workers, 2 * workers, 1, died) for result in group)
+        return list(progress(results, total=len(items), desc=desc, unit=unit))
     return list(progress(map(function, items), total=len(items), desc=desc, unit=unit))
 
 
-def init_prediction_worker() -> None:
-    """Prediction workers: as ``init_worker``, and a decode that stalls ends the process (the
-    prediction engine recovers from that; a ``Pool.imap`` would wait for its result forever)."""
-    init_worker()
-    watch_decoding()
+def in_workers(job: Callable[[T], U], items: Iterable[T], workers: int, ahead: int, most: int,
+               died: Callable[[T], U]) -> Iterator[list[U]]:
+    """``map(job, items)`` in ``workers`` spawned processes, in order, at most ``ahead`` items
+    in flight (memory stays bounded however many items), in groups: the next result (waited
+    for) and those after it already done, at most ``most``.
+
+    A worker that dies (a decoder that crashes, or stalls and is ended by its watchdog, or the
+    out-of-memory killer) loses no item: those in flight run again one at a time, and only one
+    that kills its process again gives ``died(item)``."""
+    pending: deque[tuple[T, Future]] = deque()
+    todo = iter(items)
+    pool = _spawn_pool(workers)
+    try:
+        while True:
+            for item in itertools.islice(todo, ahead - len(pending)):
+                pending.append((item, _submit(pool, job, item)))
+            if not pending:
+                return
+            try:
+                group = [pending[0][1].result()]
+            except BrokenProcessPool:
+                pool.shutdown(cancel_futures=True)
+                yield from ([result] for result in _one_by_one(job, [item for item, _ in pending], died))
+                pending.clear()
+                pool = _spawn_pool(workers)
+                continue
+            pending.popleft()
+            while pending and pending[0][1].done() and pending[0][1].exception() is None and len(group) < most:
+                group.append(pending.popleft()[1].result())
+            yield group
+    finally:  # stopped early (SIGTERM, Ctrl-C, a closed pipe): drop the items not yet started
+        pool.shutdown(cancel_futures=True)
+
+
+def _submit(pool: ProcessPoolExecutor, job: Callable[[T], U], item: T) -> Future:
+    """``pool.submit``; a pool broken by a dead worker gives a future that holds the error."""
+    try:
+        return pool.submit(job, item)
+    except BrokenProcessPool as exc:
+        future: Future = Future()
+        future.set_exception(exc)
+        return future
+
+
+def _spawn_pool(workers: int) -> ProcessPoolExecutor:
+    """Spawn, not fork: forking a process that has started torch threads can deadlock."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker)
+
+
+def _one_by_one(job: Callable[[T], U], items: list[T], died: Callable[[T], U]) -> Iterator[U]:
+    """``job`` over ``items``, each alone in a one-process pool: one that kills its process
+    gives ``died(item)``, and a new process takes the next."""
+    pool = _spawn_pool(1)
+    try:
+        for item in items:
+            try:
+                yield pool.submit(job, item).result()
+            except BrokenProcessPool:
+                yield died(item)
+                pool.shutdown()
+                pool = _spawn_pool(1)
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def init_worker() -> None:
-    """Worker processes: one OpenCV thread each, the processes are the parallelism. Ctrl-C
-    (sent to the whole process group) is the main process's to handle: it stops the workers
-    (with SIGTERM, which they must therefore keep)."""
+    """Worker processes: one OpenCV and one FFmpeg thread each, the processes are the
+    parallelism; a decode that stalls ends the process (``in_workers`` recovers). Ctrl-C (sent
+    to the whole process group) is the main process's to handle: it stops the workers."""
     cv2.setNumThreads(1)
     one_decode_thread()
+    watch_decoding()
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import multiprocessing
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import torch
 
 from vidclf.config import FLOWS
 from vidclf.device import autocast
-from vidclf.data import ClipInputs, PreparedVideo, clip_inputs, init_prediction_worker, prepare_video
+from vidclf.data import DIED, ClipInputs, PreparedVideo, clip_inputs, in_workers, prepare_video
 from vidclf.modelfile import LoadedModel, load_model
 from vidclf.video import Clip, Source, VideoError, find_videos, is_stream_url, iter_windows, source_name
 
@@ -93,72 +90,14 @@ def prepared_in_batches(job: Callable[[Source], PreparedVideo], sources: Iterabl
                         batch_videos: int) -> Iterator[list[PreparedVideo]]:
     """``map(job, sources)`` in order, in groups for the network: the next result (waited for)
     and the ones after it already done, at most ``batch_videos``. With ``workers``, jobs run in
-    that many spawned processes, at most 2 × workers + batch_videos videos ahead (memory stays
-    bounded however many inputs); without, one by one here.
-
-    A worker that dies (a decoder that crashes, or stalls and is ended by its watchdog, or the
-    kernel's out-of-memory killer) loses no input: the videos in flight are run again one at a
-    time, and only one that kills its process again fails, with a record saying so."""
+    that many processes, at most 2 × workers + batch_videos videos ahead, and a video whose
+    process dies twice fails with a record saying so (``data.in_workers``); without, one by one
+    here."""
     if not workers:
         yield from ([job(source)] for source in sources)
         return
-    pending: deque[tuple[Source, Future]] = deque()
-    todo = iter(sources)
-    pool = _spawn_pool(workers)
-    try:
-        while True:
-            for source in itertools.islice(todo, 2 * workers + batch_videos - len(pending)):
-                pending.append((source, _submit(pool, job, source)))
-            if not pending:
-                return
-            try:
-                group = [pending[0][1].result()]
-            except BrokenProcessPool:
-                pool.shutdown(cancel_futures=True)
-                yield from ([prepared] for prepared in _one_by_one(job, [source for source, _ in pending]))
-                pending.clear()
-                pool = _spawn_pool(workers)
-                continue
-            pending.popleft()
-            while (pending and pending[0][1].done() and pending[0][1].exception() is None
-                   and len(group) < batch_videos):
-                group.append(pending.popleft()[1].result())
-            yield group
-    finally:  # stopped early (SIGTERM, Ctrl-C, a closed pipe): drop the videos not yet started
-        pool.shutdown(cancel_futures=True)
-
-
-def _submit(pool: ProcessPoolExecutor, job: Callable[[Source], PreparedVideo], source: Source) -> Future:
-    """``pool.submit``; a pool broken by a dead worker gives a future that holds the error."""
-    try:
-        return pool.submit(job, source)
-    except BrokenProcessPool as exc:
-        future: Future = Future()
-        future.set_exception(exc)
-        return future
-
-
-def _spawn_pool(workers: int) -> ProcessPoolExecutor:
-    # spawn, not fork: torch's threads are running here
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=init_prediction_worker)
-
-
-def _one_by_one(job: Callable[[Source], PreparedVideo], sources: list[Source]) -> Iterator[PreparedVideo]:
-    """``job`` over ``sources``, each alone in a one-process pool: one that kills its process
-    fails, and a new process takes the next."""
-    pool = _spawn_pool(1)
-    try:
-        for source in sources:
-            try:
-                yield pool.submit(job, source).result()
-            except BrokenProcessPool:
-                yield PreparedVideo(str(source), error="the process decoding it died, twice (a decoder that "
-                                                       "crashed or stalled, or killed for lack of memory)")
-                pool.shutdown()
-                pool = _spawn_pool(1)
-    finally:
-        pool.shutdown(cancel_futures=True)
+    yield from in_workers(job, sources, workers, 2 * workers + batch_videos, batch_videos,
+                          died=lambda source: PreparedVideo(str(source), error=DIED))
 
 
 def in_shard(source: Path | str, shard: tuple[int, int]) -> bool:

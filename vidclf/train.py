@@ -36,7 +36,7 @@ from vidclf import parallel
 from vidclf.check import duplicates
 from vidclf.config import SamplingSpec, TrainOptions
 from vidclf.data import (
-    DatasetError, LabelledVideo, cache_view, check_trainable, clip_digests, discover, feature_cache_path,
+    DIED, DatasetError, LabelledVideo, cache_view, check_trainable, clip_digests, discover, feature_cache_path,
     file_digest, group_folds, group_key, pool_map, save_npz, stratified_split,
 )
 from vidclf.dataset import CachedClips, EpochSampler, Key, Tensors, loader, to_device
@@ -256,7 +256,8 @@ def decode_views(items: Sequence[LabelledVideo], digests: Sequence[str], spec: S
     all decoded, and one line per clip that failed — the rest still go through."""
     jobs = [(item.path, digest, spec, view, seed) for item, digest in zip(items, digests) for view in range(views)]
 
-    run = functools.partial(pool_map, cache_view, workers=workers, desc=desc, unit="view")
+    run = functools.partial(pool_map, cache_view, workers=workers, desc=desc, unit="view",
+                            died=lambda job: ((), f"{job[0]}: {DIED}"))
     failures: dict[int, str] = {}
     warned: set[int] = set()
     for n, (warnings, error) in enumerate(parallel.shared_map(run, jobs)):
