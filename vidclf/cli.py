@@ -245,6 +245,14 @@ PredictWorkers = Annotated[Optional[int], typer.Option(
                                     "every video ready; 0: none \\[default: min(4, CPUs), 0 for one file].")]
 
 
+def _workers(workers: int | None, one_video: bool) -> int:
+    """``--workers`` of predict and eval: as given, else none for one video (starting processes
+    costs more than it saves), else the default."""
+    if workers is not None:
+        return workers
+    return 0 if one_video else DEFAULTS.workers
+
+
 @command
 def train(
     data: Annotated[Path, typer.Argument(help=DATA_HELP, show_default=False)],
@@ -395,8 +403,7 @@ def predict(
             yield predictor.timeline(source, window, stride or window / 2, smooth, min_score,
                                      on_segment=lambda segment: write_segment(name, segment))
 
-    if workers is None:
-        workers = 0 if len(videos or []) == 1 and Path(videos[0]).is_file() else DEFAULTS.workers
+    workers = _workers(workers, one_video=len(videos or []) == 1 and Path(videos[0]).is_file())
     try:
         with sigterm_after_each(stop):
             for prediction in timelines() if window else predictor.predict_all(sources, clips, workers):
@@ -523,7 +530,7 @@ def eval(  # noqa: A001 - the command is called eval
         if error:
             error_line(_escape(error))
 
-    workers = DEFAULTS.workers if workers is None and len(items) > 1 else workers or 0
+    workers = _workers(workers, one_video=len(items) <= 1)
     report, failures = evaluate_folder(predictor, items, clips, top_k, workers, progress)
     bar.close()
     title = f"{data} ({part}, {report.count} clips)"

@@ -39,7 +39,8 @@ def evaluate_folder(predictor: Predictor, items: Sequence[LabelledVideo], clips:
             continue
         videos.append(str(item.path))
         truths.append(item.label)
-        scores.append([dict(prediction.labels)[label] for label in predictor.labels])
+        ranked = dict(prediction.labels)
+        scores.append([ranked[label] for label in predictor.labels])
         on_video(item, None)
     if not scores:
         raise VideoError(items[0].path if items else "DATA", "no clip could be decoded; nothing to evaluate")

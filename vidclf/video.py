@@ -41,8 +41,8 @@ SampleMode = Literal["uniform", "random"]
 T = TypeVar("T")
 # FFmpeg's decoding threads per video; 0: its own choice (all cores: one video at a time).
 DECODE_THREADS = 0
-# A decode that reads no frame for this long is stuck (a decoder that spins): in a prediction
-# worker, the watchdog ends the process, and the engine fails that video alone.
+# A decode that reads no frame for this long is stuck (a decoder that spins): in a worker
+# process, the watchdog ends the process, and the engine fails that video alone.
 DECODE_STALL_S = 60.0
 # Seek only when samples lie this many frames apart on average: below it, decoding through is
 # cheaper than a seek (which decodes from the keyframe before its target).
@@ -398,9 +398,9 @@ def _watched(function: Callable[..., T]) -> Callable[..., T]:
 
 
 def watch_decoding() -> None:
-    """For prediction workers: a thread that ends this process when a decode reads no frame for
+    """For worker processes: a thread that ends this process when a decode reads no frame for
     ``DECODE_STALL_S``. A decoder that spins cannot be interrupted from Python; the engine sees
-    the process die and fails that video alone (``predict.prepared_in_batches``)."""
+    the process die and fails that video alone (``data.in_workers``)."""
     def watch() -> None:
         while True:
             time.sleep(min(1.0, DECODE_STALL_S / 4))
