@@ -67,13 +67,16 @@ def test_sampling_by_seeking_gives_the_one_pass_clip(long_videos: dict[int, Path
 
 
 def test_seeks_where_keyframes_are_near_and_grabs_through_where_they_are_not(long_videos: dict[int, Path]) -> None:
-    wanted = sample_indices(FRAMES, 16)
+    # Gaps of 300 frames: at 96x64 a seek near a keyframe costs a tenth (a quarter on a loaded CI
+    # machine) of grabbing through, a margin noise does not close; at 75-frame gaps it did.
+    wanted = sample_indices(FRAMES, 4)
     near, far = _Costs(), _Costs()
     for gop, costs in ((12, near), (FRAMES, far)):
         capture = cv2.VideoCapture(str(long_videos[gop]), cv2.CAP_FFMPEG)
-        assert len(_seek_chosen(capture, wanted, 32, FRAMES, costs)) == 16
-    # Near: every gap after the first (which measures decoding) and the end check are seeks.
-    assert near.seeks == 16
+        assert len(_seek_chosen(capture, wanted, 32, FRAMES, costs)) == 4
+    # Near: every 300-frame gap after the first (which measures decoding) is a seek; the
+    # 150-frame gap to the end check may go either way.
+    assert near.seeks >= 3
     # One keyframe: a seek decodes from frame 0, slower than grabbing through the gap, so
     # seeking stops after the first try (a second at most, when timings are noisy).
     assert 1 <= far.seeks <= 2
