@@ -19,7 +19,7 @@ from vidclf.video import VideoError, probe, sample_frames
 def main() -> int:
     corpus = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "videos"
     records = json.loads((corpus / "manifest.json").read_text())
-    print(f"| file | codec | header | true | vidclf | match | sample ms (median of 3) |")
+    print("| file | codec | header | true | vidclf | match | sample ms (median of 3) |")
     print("|---|---|---:|---:|---:|:---:|---:|")
     matches = errors = 0
     for record in records:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ def main() -> None:
     parser.add_argument("--minutes", default="1,10")
     parser.add_argument("--window", default="2")
     args = parser.parse_args()
-    print(f"| video | frames | windows | peak RSS MiB | wall s |")
+    print("| video | frames | windows | peak RSS MiB | wall s |")
     print("|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for minutes in (float(m) for m in args.minutes.split(",")):

@@ -15,6 +15,7 @@ from vidclf.data import (
     stratified_split, view_cache_path, file_digest,
 )
 from vidclf.motion import FLOWS, clip_motion
+from vidclf.train import plan_splits
 
 
 def sampling(frames: int, size: int, motion_size: int) -> SamplingSpec:
@@ -206,6 +207,17 @@ def test_no_group_is_ever_on_both_sides_of_a_split() -> None:
         assert {i.group for i in train}.isdisjoint({i.group for i in val}), case
         assert sorted(map(str, train + val), key=str) == sorted(map(str, items), key=str)
         assert {i.label for i in train} == {i.label for i in val} == {i.label for i in items}, case
+
+
+def test_groups_that_no_split_can_share_out_make_training_cross_validate(tmp_path: Path) -> None:
+    """Three scenes a class, each filmed for one class only: a 20% validation split by scene
+    cannot cover 4 classes, so every clip trains and cross-validation (by scene) decides; a
+    single group cannot be split at all."""
+    touch_videos(tmp_path, [f"c{k}/s{k}{n}_{m}.avi" for k in range(4) for n in range(3) for m in range(2)])
+    splits = plan_splits(tmp_path, 0.2, seed=0, group="^(s..)_")
+    assert (len(splits.train), splits.val, splits.groups()) == (24, [], {"train": 12})
+    with pytest.raises(DatasetError, match="cannot split 1 group"):
+        plan_splits(tmp_path, 0.2, seed=0, group="^(s)")
 
 
 def test_cross_validation_folds_keep_groups_whole_and_spread_each_class() -> None:

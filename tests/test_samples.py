@@ -131,6 +131,17 @@ def test_render_clip_rejects_bad_arguments() -> None:
         render_clip("jump", rng, 10, 64, 64)
     with pytest.raises(ValueError, match="num_frames"):
         render_clip("grow", rng, 1, 64, 64)
+    with pytest.raises(ValueError, match="background must be 64x80"):
+        render_clip("grow", rng, 10, 80, 64, background=np.zeros((80, 64, 3), np.uint8))
+
+
+def test_render_clip_draws_over_a_given_background() -> None:
+    scene = np.zeros((96, 128, 3), np.uint8)
+    scene[:, 64:] = (30, 90, 200)  # two flat halves: nothing the generator would make
+    frames = render_clip("move_right", np.random.default_rng(3), 12, 128, 96, background=scene)
+    unchanged = (np.abs(frames.astype(int) - scene.astype(int)).max(axis=3) <= 8).mean(axis=(1, 2))
+    assert (unchanged > 0.6).all()  # most of every frame is the scene (brightness flicker ≤ a few %)
+    assert not np.array_equal(frames[0], frames[-1])  # and the object moves over it
 
 
 # Several seeds and sizes (incl. portrait and odd) per class; each clip must move

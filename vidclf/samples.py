@@ -243,8 +243,10 @@ def _track(label: str, rng: np.random.Generator, width: int, height: int) -> _Tr
 # --------------------------------------------------------------------------- public API
 
 
-def render_clip(label: str, rng: np.random.Generator, num_frames: int, width: int, height: int) -> np.ndarray:
-    """Render one clip of class `label` as uint8 BGR frames of shape (num_frames, height, width, 3).
+def render_clip(label: str, rng: np.random.Generator, num_frames: int, width: int, height: int,
+                background: np.ndarray | None = None) -> np.ndarray:
+    """Render one clip of class `label` as uint8 BGR frames of shape (num_frames, height, width, 3),
+    over ``background`` (a BGR image of that size, e.g. a real scene) or a generated texture.
 
     Deterministic given the generator state. ``clip[::-1]`` is a valid clip of ``PARTNER[label]``.
     """
@@ -255,7 +257,9 @@ def render_clip(label: str, rng: np.random.Generator, num_frames: int, width: in
     if width < 32 or height < 32:
         raise ValueError(f"frame size must be at least 32x32, got {width}x{height}")
 
-    bg = _background(rng, height, width)
+    bg = _background(rng, height, width) if background is None else background
+    if bg.shape != (height, width, 3):
+        raise ValueError(f"background must be {height}x{width} BGR, got shape {bg.shape}")
     bg_mean = bg.reshape(-1, 3).mean(axis=0)
     dim = float(min(width, height))
 

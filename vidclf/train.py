@@ -235,10 +235,16 @@ def plan_splits(data: Path, val_split: float, seed: int, group: str | None = Non
 
 def _auto_split(items: list[LabelledVideo], val_split: float, seed: int) -> tuple[list[LabelledVideo], list[LabelledVideo]]:
     """A validation split of ``val_split``, or none (every clip trains, choices are
-    cross-validated) when it is 0 or would hold fewer than ``VAL_ENOUGH`` clips of some class."""
+    cross-validated by group) when it is 0, would hold fewer than ``VAL_ENOUGH`` clips of some
+    class, or cannot have every class on both sides without splitting a group."""
     if val_split == 0:
         return items, []
-    train, val = stratified_split(items, val_split, seed)
+    try:
+        train, val = stratified_split(items, val_split, seed)
+    except DatasetError:  # no split by group has every class on both sides (e.g. scenes of one class each)
+        if len({group_key(item) for item in items}) < 2:
+            raise
+        return items, []
     return (items, []) if too_few_to_decide(val, {item.label for item in items}) else (train, val)
 
 

@@ -50,8 +50,9 @@ CONFIGS: dict[str, str] = {
 # fusion-concat, fusion-project, grid-pooling, lstm-last-state, lstm-64, lstm-256,
 # lstm-2-layers, bidirectional.
 ABLATIONS = [name for name in CONFIGS if name != "default"]
-TASKS = ("synthetic-motion", "synthetic-order", "camera-motion", "arrow-of-time", "appearance")
-BUILDERS = {"camera-motion": tasks.camera_motion, "arrow-of-time": tasks.arrow_of_time, "appearance": tasks.appearance}
+TASKS = ("synthetic-motion", "synthetic-order", "camera-motion", "arrow-of-time", "appearance", "scene-shortcut")
+BUILDERS = {"camera-motion": tasks.camera_motion, "arrow-of-time": tasks.arrow_of_time, "appearance": tasks.appearance,
+            "scene-shortcut": tasks.scene_shortcut}
 
 
 def vidclf(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -5,11 +5,13 @@ seen, and motion is drawn the same way for all of them, so a motion-only model c
 Real-footage tasks draw on ../shared/videos (test material, never shipped) and split by
 source video, never by clip, so no test clip shares footage with a training clip. The
 arrow-of-time task writes each window of footage both ways, so the order of its frames is the
-only thing that tells its two classes apart.
+only thing that tells its two classes apart. The scene-shortcut task makes appearance a trap:
+each class is trained over scenes of its own and tested over other classes' scenes.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -44,6 +46,7 @@ MIN_WINDOW_MOTION = 0.5
 # 0.54); with ~200 (the ~400-clip budget) it did, and ~130 test clips, not 36, make the score
 # less noisy (round 8).
 ARROW_WINDOWS_FACTOR = 4
+SCENES_PER_CLASS = 3  # scene-shortcut: 24 of the corpus's 27 distinct textured videos
 
 
 @dataclass(frozen=True)
@@ -343,4 +346,46 @@ def arrow_of_time(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str
 
 def appearance(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
     return real_footage_task(root, corpus, scale, seed, SHAPE_CLASSES, appearance_clip)
+
+
+def distinct_footage(videos: list[Path]) -> list[Path]:
+    """One file per footage: a video whose thumbnail correlates ≥ SAME_FOOTAGE_CORRELATION with an
+    earlier one (a copy in another container or encoding) is left out."""
+    kept: list[tuple[Path, np.ndarray]] = []
+    for video in sorted(videos, key=lambda v: v.name):
+        thumb = footage_thumbnail(video)
+        if all(float((thumb * other).sum()) < SAME_FOOTAGE_CORRELATION for _, other in kept):
+            kept.append((video, thumb))
+    return [video for video, _ in kept]
+
+
+def scene_shortcut(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
+    """The 8 motion classes of synthetic-motion drawn over stills of real scenes, each class's
+    training clips over SCENES_PER_CLASS scenes of its own and its test clips over the other
+    classes' scenes: the scene names the class in training and misleads at test. A manifest
+    (``clips.csv``: path, label, group = scene, split) gives training the scenes as groups."""
+    footage = distinct_footage([v for v in corpus_videos(corpus, min_frames=40)
+                                if textured_share(read_frames(v, limit=31)[::15]) >= MIN_TEXTURED_SHARE])
+    rng = np.random.default_rng([seed, 7])
+    chosen = [footage[i] for i in rng.permutation(len(footage))[: SCENES_PER_CLASS * len(CLASSES)]]
+    if len(chosen) < SCENES_PER_CLASS * len(CLASSES):
+        raise SystemExit(f"scene-shortcut needs {SCENES_PER_CLASS * len(CLASSES)} distinct textured videos; "
+                         f"{corpus} has {len(footage)}")
+    stills = {video: [centre_square(f) for f in read_frames(video, limit=60)] for video in chosen}
+    own = {label: chosen[k * SCENES_PER_CLASS : (k + 1) * SCENES_PER_CLASS] for k, label in enumerate(CLASSES)}
+    rows = []
+    for label in CLASSES:
+        others = [video for other, videos in own.items() if other != label for video in videos]
+        for split, count, scenes in (("train", scale.train_per_class, own[label]), ("test", scale.test_per_class, others)):
+            for n in range(count):
+                scene = scenes[n % len(scenes)] if split == "train" else scenes[int(rng.integers(len(scenes)))]
+                still = stills[scene][int(rng.integers(len(stills[scene])))]
+                path = root / split / label / f"{clip_stem(scene)}_{n}.avi"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_clip(render_clip(label, rng, scale.clip_frames, CLIP_SIZE, CLIP_SIZE, still), path, CLIP_FPS)
+                rows.append((str(path), label, clip_stem(scene), split))
+    manifest = root / "clips.csv"
+    with manifest.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("path", "label", "group", "split"), *rows])
+    return {"data": manifest}
 
