@@ -196,10 +196,10 @@ class _Track:
     angle: tuple[float, float]
 
 
-def _track(label: str, rng: np.random.Generator, width: int, height: int) -> _Track:
+def _track(label: str, rng: np.random.Generator, width: int, height: int, object_scale: float) -> _Track:
     """Random start/end pose for a class. Each pair is sampled symmetrically, so the
     distribution of a class's tracks equals the distribution of its partner's tracks reversed."""
-    dim = float(min(width, height))
+    dim = float(min(width, height)) * object_scale
     angle0 = rng.uniform(0, 2 * math.pi)
 
     def span(extent: float, travel: float, margin: float) -> tuple[float, float]:
@@ -244,9 +244,10 @@ def _track(label: str, rng: np.random.Generator, width: int, height: int) -> _Tr
 
 
 def render_clip(label: str, rng: np.random.Generator, num_frames: int, width: int, height: int,
-                background: np.ndarray | None = None) -> np.ndarray:
+                background: np.ndarray | None = None, object_scale: float = 1.0) -> np.ndarray:
     """Render one clip of class `label` as uint8 BGR frames of shape (num_frames, height, width, 3),
-    over ``background`` (a BGR image of that size, e.g. a real scene) or a generated texture.
+    over ``background`` (a BGR image of that size, e.g. a real scene) or a generated texture;
+    ``object_scale`` multiplies the size of every shape.
 
     Deterministic given the generator state. ``clip[::-1]`` is a valid clip of ``PARTNER[label]``.
     """
@@ -261,7 +262,7 @@ def render_clip(label: str, rng: np.random.Generator, num_frames: int, width: in
     if bg.shape != (height, width, 3):
         raise ValueError(f"background must be {height}x{width} BGR, got shape {bg.shape}")
     bg_mean = bg.reshape(-1, 3).mean(axis=0)
-    dim = float(min(width, height))
+    dim = float(min(width, height)) * object_scale
 
     # The object: random shape, colour that stands out, outline, and two off-centre
     # markers (make rotation and scale visible inside the shape, not only at its
@@ -276,7 +277,7 @@ def render_clip(label: str, rng: np.random.Generator, num_frames: int, width: in
         (_shape(rng, corner_shapes) * 0.26 + np.array([rng.uniform(0.3, 0.45), 0.0], np.float32), 255 - colour),
         (_shape(rng, corner_shapes) * 0.16 + 0.4 * np.array([math.cos(second), math.sin(second)], np.float32), outline),
     ]
-    track = _track(label, rng, width, height)
+    track = _track(label, rng, width, height, object_scale)
 
     # Distractors look like objects (same shape family, often equally vivid colours) but are
     # smaller and either static or jitter i.i.d. per frame (time-symmetric noise).

@@ -50,7 +50,7 @@ CONFIGS: dict[str, str] = {
 # fusion-concat, fusion-project, grid-pooling, lstm-last-state, lstm-64, lstm-256,
 # lstm-2-layers, bidirectional.
 ABLATIONS = [name for name in CONFIGS if name != "default"]
-TASKS = ("synthetic-motion", "synthetic-order", "camera-motion", "arrow-of-time", "appearance", "scene-shortcut")
+TASKS = ("synthetic-motion", "synthetic-varied", "synthetic-order", "camera-motion", "arrow-of-time", "appearance", "scene-shortcut")
 BUILDERS = {"camera-motion": tasks.camera_motion, "arrow-of-time": tasks.arrow_of_time, "appearance": tasks.appearance,
             "scene-shortcut": tasks.scene_shortcut}
 
@@ -78,6 +78,8 @@ def build(task: str, root: Path, corpus: Path, scale: tasks.Scale, seed: int) ->
         return tasks.synthetic_motion(root, scale, seed)
     if task == "synthetic-order":
         return tasks.synthetic_order(root, scale, seed)
+    if task == "synthetic-varied":
+        return tasks.synthetic_varied(root, scale, seed)
     if not (corpus / "manifest.json").is_file():
         print(f"| {task} | skipped: no corpus at {corpus} | | | | | |", flush=True)
         return None

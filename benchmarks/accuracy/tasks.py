@@ -74,6 +74,61 @@ def synthetic_motion(root: Path, scale: Scale, seed: int) -> dict[str, Path]:
     return {"data": root, "reversed": root / "reversed"}
 
 
+# synthetic-varied: the generator's own classes in a second parameter range, never used for
+# tuning: larger frames, 0.6-1.6x the shapes, 48-120 rendered frames kept 1, 2 or 3 apart (so
+# speeds vary 7x), other frame rates, blotchy colour-noise backgrounds, and H.264 as well.
+VARIED_SIZES = ((320, 240), (256, 144), (224, 224), (144, 256), (400, 224))
+VARIED_FPS = (20.0, 30.0, 50.0)
+VARIED_SUFFIXES = (".mp4", ".avi", ".mkv")  # mp4v, MJPEG, H.264 (PyAV)
+
+
+def noise_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Blotchy colour noise: blurred random pixels, contrast stretched (a texture family the
+    generator never draws)."""
+    noise = cv2.GaussianBlur(rng.uniform(0, 255, (height, width, 3)).astype(np.float32), (0, 0), rng.uniform(2, 6))
+    noise = (noise - noise.mean()) / max(float(noise.std()), 1e-3)
+    return np.clip(128 + noise * rng.uniform(25, 50), 20, 235).astype(np.uint8)
+
+
+def write_h264_clip(frames: np.ndarray, path: Path, fps: float) -> None:
+    import av  # a dev dependency: OpenCV's wheel has no H.264 encoder
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode())
+
+
+def varied_clip(label: str, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A clip of ``label`` from the second parameter range, and its frame rate."""
+    width, height = VARIED_SIZES[int(rng.integers(len(VARIED_SIZES)))]
+    stride = int(rng.integers(1, 4))
+    frames = render_clip(label, rng, int(rng.integers(48, 121)), width, height,
+                         noise_background(rng, width, height), float(rng.uniform(0.6, 1.6)))[::stride]
+    return frames, VARIED_FPS[int(rng.integers(len(VARIED_FPS)))]
+
+
+def write_varied(frames: np.ndarray, path: Path, fps: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (write_h264_clip if path.suffix == ".mkv" else write_clip)(frames, path, fps)
+
+
+def synthetic_varied(root: Path, scale: Scale, seed: int) -> dict[str, Path]:
+    """synthetic-motion's classes from the generator's second parameter range (above), with
+    its ``reversed`` set (each test clip played backwards, in the partner class's folder)."""
+    for split, count, offset in (("train", scale.train_per_class, 5), ("test", scale.test_per_class, 6)):
+        for k, label in enumerate(CLASSES):
+            for n in range(count):
+                frames, fps = varied_clip(label, np.random.default_rng([seed * 10 + offset, k, n]))
+                name = f"{label}_{n:03d}{VARIED_SUFFIXES[(n + k) % 3]}"
+                write_varied(frames, root / split / label / name, fps)
+                if split == "test":
+                    write_varied(frames[::-1], root / "reversed" / PARTNER[label] / name, fps)
+    return {"data": root, "reversed": root / "reversed"}
+
+
 def synthetic_order(root: Path, scale: Scale, seed: int) -> dict[str, Path]:
     """8 "there and back" classes: a sample-generator clip followed by itself reversed, so
     ``move_left_and_back`` goes left then returns. Each class and its partner
