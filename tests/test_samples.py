@@ -144,6 +144,13 @@ def test_render_clip_draws_over_a_given_background() -> None:
     assert not np.array_equal(frames[0], frames[-1])  # and the object moves over it
 
 
+def test_object_scale_sizes_every_shape() -> None:
+    scene = np.full((96, 128, 3), 90, np.uint8)
+    covered = [(np.abs(render_clip("rotate_cw", np.random.default_rng(5), 4, 128, 96, scene, scale).astype(int)
+                       - 90).max(axis=3) > 12).mean() for scale in (0.5, 1.0, 1.5)]
+    assert covered[0] < covered[1] < covered[2]  # the same clip's shapes cover more of the frame
+
+
 # Several seeds and sizes (incl. portrait and odd) per class; each clip must move
 # the way its class says, and the same frames played backwards the partner's way.
 _SIZES = [(160, 120), (120, 160), (97, 73), (176, 144)]

@@ -1,7 +1,7 @@
 """Leave-one-person-out on real human actions (Weizmann silhouettes), through the CLI.
 
 Usage: .venv/bin/python benchmarks/accuracy/lopo.py [--folds 9] [--actions bend,jack,...]
-                                                     [--train-people N] [--train-args "..."]
+                                                     [--train-people N] [--train-args "..."] [--reports DIR]
 
 For each test person: a manifest (path,label,group,split) puts that person's clips in `test`
 and the others in `train`; `vidclf train` splits its validation by person (the manifest's group
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--actions", help="comma-separated subset of the 10 actions")
     parser.add_argument("--train-people", type=int, help="train on only the N people after the test one")
     parser.add_argument("--train-args", default="", help="extra options for every vidclf train")
+    parser.add_argument("--reports", type=Path, help="save each fold's training log and eval JSON here")
     args = parser.parse_args()
     if not (args.data / "labels.csv").is_file():
         print(f"skipped: no Weizmann silhouettes at {args.data}")
@@ -66,9 +67,12 @@ def main() -> None:
             manifest, model = Path(tmp) / f"{person}.csv", Path(tmp) / f"{person}.vidclf"
             write_manifest(manifest, args.data, clips, person, others)
             start = time.perf_counter()
-            vidclf(["train", str(manifest), "--out", str(model), *shlex.split(args.train_args)], env)
+            trained = vidclf(["train", str(manifest), "--out", str(model), *shlex.split(args.train_args)], env)
             seconds = time.perf_counter() - start
-            report, _ = evaluate(model, manifest, env, None)
+            if args.reports:
+                args.reports.mkdir(parents=True, exist_ok=True)
+                (args.reports / f"{person}.train.log").write_text(trained.stderr)
+            report, _ = evaluate(model, manifest, env, args.reports and args.reports / f"{person}.json")
             scores.append(report["top1"])
             print(f"| {person} | {len(others)} | {report['count']} | {report['top1']:.3f} | {seconds:.0f} |", flush=True)
     spread = f"{min(scores):.3f}–{max(scores):.3f}"
