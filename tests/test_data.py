@@ -299,3 +299,12 @@ def test_pool_map_survives_a_worker_that_crashes_or_stalls() -> None:
 
     assert pool_map(square_or_die, list(range(9)), 2, "test", "item", died=lambda n: -n) == \
         [0, 1, 4, -3, 16, -5, 36, 49, 64]
+
+
+def test_pool_map_survives_a_worker_that_dies_while_sending_its_result() -> None:
+    """A worker killed halfway through sending a result (a large one is several pipe writes)
+    left the pool waiting forever for the rest of the message."""
+    from crashing import square_or_die
+    from vidclf.data import pool_map
+
+    assert pool_map(square_or_die, [8, 9, 10, 11], 2, "test", "item", died=lambda n: -n) == [64, 81, -10, 121]

@@ -261,8 +261,8 @@ def test_a_worker_killed_mid_run_loses_no_video(workspace: dict) -> None:
                                env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = process.stdout.readline()
     os.kill(worker_processes(process.pid)[0], signal.SIGKILL)
-    rest, errors = process.stdout.read(), process.stderr.read()
-    assert process.wait(timeout=300) == 0, errors[-2000:]
+    rest, errors = process.communicate(timeout=300)
+    assert process.returncode == 0, errors[-2000:]
     records = [json.loads(line) for line in [first, *rest.splitlines()]]
     assert len(records) == 96 and not any("error" in record for record in records)
 

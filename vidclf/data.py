@@ -40,6 +40,7 @@ U = TypeVar("U")
 CACHE_VERSION = 4  # bump when the cached arrays' meaning (or their key) changes
 DIGEST_BLOCK = 1 << 20
 SPLIT_NAMES = ("train", "val", "test")
+DEAD_WORKER_CHECK_S = 5.0  # waiting on a result, look this often for a worker that died mid-send
 
 
 class DatasetError(VidclfError):
@@ -410,7 +411,7 @@ def in_workers(job: Callable[[T], U], items: Iterable[T], workers: int, ahead: i
             if not pending:
                 return
             try:
-                group = [pending[0][1].result()]
+                group = [_result(pool, pending[0][1])]
             except BrokenProcessPool:
                 pool.shutdown(cancel_futures=True)
                 yield from ([result] for result in _one_by_one(job, [item for item, _ in pending], died))
@@ -423,6 +424,24 @@ def in_workers(job: Callable[[T], U], items: Iterable[T], workers: int, ahead: i
             yield group
     finally:  # stopped early (SIGTERM, Ctrl-C, a closed pipe): drop the items not yet started
         pool.shutdown(cancel_futures=True)
+
+
+def _result(pool: ProcessPoolExecutor, future: Future) -> U:
+    """``future.result()``, or BrokenProcessPool when a worker died in the middle of sending a
+    result: the pool's manager thread then waits forever for the rest of the message (the parent
+    holds the pipe's write end, so no EOF comes). Killing the other workers and closing that
+    end gives the manager its EOF, and it breaks the pool as for any dead worker."""
+    while True:
+        try:
+            return future.result(timeout=DEAD_WORKER_CHECK_S)
+        except TimeoutError:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            if not any(process.exitcode is not None for process in processes):
+                continue
+            for process in processes:
+                process.kill()
+            pool._result_queue._writer.close()  # private: the one way to unblock the manager thread
+            raise BrokenProcessPool("a worker died while sending its result") from None
 
 
 def _submit(pool: ProcessPoolExecutor, job: Callable[[T], U], item: T) -> Future:
@@ -447,7 +466,7 @@ def _one_by_one(job: Callable[[T], U], items: list[T], died: Callable[[T], U]) -
     try:
         for item in items:
             try:
-                yield pool.submit(job, item).result()
+                yield _result(pool, pool.submit(job, item))
             except BrokenProcessPool:
                 yield died(item)
                 pool.shutdown()
