@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import torch
 
-from vidclf.config import SamplingSpec
+from vidclf.config import Fit, SamplingSpec
 from vidclf.data import feature_cache_path, save_npz, view_cache_path
 from vidclf.dataset import READS, CachedClips
 
@@ -21,7 +21,7 @@ def cached_clips(motion: torch.Tensor, targets: torch.Tensor, lengths: torch.Ten
     or frames (N, T, S, S, 3) if given, the same in each of ``views`` views; ``name`` keeps
     datasets apart."""
     steps, size = motion.shape[1], 32 if rgb is None else rgb.shape[2]
-    spec = SamplingSpec(steps, size, motion.shape[-1])
+    spec = SamplingSpec(steps, size, motion.shape[-1], Fit.CROP)  # training's default
     digests = [hashlib.sha256(f"{name}-{n}".encode()).hexdigest() for n in range(len(targets))]
     for (n, digest), view in itertools.product(enumerate(digests), range(views)):
         frames = np.zeros((steps, size, size, 3), np.uint8) if rgb is None else rgb[n]

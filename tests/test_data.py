@@ -169,7 +169,7 @@ def test_clip_inputs_computes_only_the_flows_asked_for_in_their_own_channels(tmp
     from vidclf.video import sample_frames
 
     spec = sampling(frames=6, size=32, motion_size=8)
-    clip = sample_frames(write_indexed_video(tmp_path / "v.avi", 30), spec.frames, spec.size, "uniform")
+    clip = sample_frames(write_indexed_video(tmp_path / "v.avi", 30), spec.frames, spec.size, "uniform", fit=spec.fit)
     full, farneback_only = clip_inputs(clip, spec), clip_inputs(clip, spec, ["farneback"])
     assert np.array_equal(farneback_only.motion[:, :2], full.motion[:, :2]) and np.abs(full.motion[:, 2:]).max() > 0
     assert not farneback_only.motion[:, 2:].any() and np.array_equal(farneback_only.rgb, full.rgb)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from vidclf.config import REMOVED_OPTIONS, ModelConfig, TrainOptions
+from vidclf.config import REMOVED_OPTIONS, Fit, ModelConfig, TrainOptions
 from vidclf.model import Lite0Features, VideoClassifier, flops_per_clip, flow_derivatives, fuse
 from vidclf.modelfile import ModelFileError, load_model, model_info, read_metadata, save_model
 
@@ -147,6 +147,11 @@ def test_config_validation_and_removed_variants() -> None:
         small_config(temporal="gru")
     saved = small_config().to_dict()
     assert ModelConfig.from_dict(json.loads(json.dumps(saved))) == small_config()
+    stretched = small_config(fit="stretch").to_dict()
+    assert stretched["fit"] == "stretch" and ModelConfig.from_dict(json.loads(json.dumps(stretched))).fit is Fit.STRETCH
+    assert ModelConfig.from_dict(stretched).sampling().fit is Fit.STRETCH  # what prediction will read
+    with pytest.raises(ValueError, match="not a valid Fit"):
+        small_config(fit="pad")
     with pytest.raises(ValueError, match="--fusion concat, which vidclf no longer supports; retrain"):
         ModelConfig.from_dict({**saved, "fusion": "concat"})
 
@@ -381,6 +386,7 @@ def test_model_files_of_the_previous_version_load_and_predict_the_same(name: str
     assert result.stdout == expected
     config = read_metadata(FIXTURES / f"{name}.vidclf")["config"]
     assert {"fusion", "pooling", "readout", "frozen"} <= set(config)  # really the old schema
+    assert ModelConfig.from_dict(config).fit is Fit.CROP  # as it was trained: no "fit" recorded, centre crop
 
 
 @pytest.mark.parametrize("option,value", [(name, value) for name, value in

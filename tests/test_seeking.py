@@ -4,6 +4,7 @@ keyframe) to 250 (x264's default) frames between keyframes, with B-frames (x264 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -12,10 +13,12 @@ import pytest
 
 from h264 import write_h264
 from vidclf import video
-from vidclf.video import _Costs, _move_to, _seek_chosen, sample_frames, sample_indices
+from vidclf.config import Fit
+from vidclf.video import _Costs, _move_to, _seek_chosen, sample_frames, sample_indices, square_resize
 
 GOPS = (1, 12, 50, 250)
 FRAMES = 1200
+RESIZE = functools.partial(square_resize, size=32, fit=Fit.STRETCH)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,7 @@ def test_seeks_where_keyframes_are_near_and_grabs_through_where_they_are_not(lon
     near, far = _Costs(), _Costs()
     for gop, costs in ((12, near), (FRAMES, far)):
         capture = cv2.VideoCapture(str(long_videos[gop]), cv2.CAP_FFMPEG)
-        assert len(_seek_chosen(capture, wanted, 32, FRAMES, costs)) == 4
+        assert len(_seek_chosen(capture, wanted, RESIZE, FRAMES, costs)) == 4
     # Near: every 300-frame gap after the first (which measures decoding) is a seek; the
     # 150-frame gap to the end check may go either way.
     assert near.seeks >= 3
@@ -84,6 +87,6 @@ def test_seeks_where_keyframes_are_near_and_grabs_through_where_they_are_not(lon
 
 def test_a_header_that_overcounts_falls_back_to_one_pass(long_videos: dict[int, Path]) -> None:
     capture = cv2.VideoCapture(str(long_videos[12]), cv2.CAP_FFMPEG)
-    assert _seek_chosen(capture, sample_indices(FRAMES + 5, 16), 32, FRAMES + 5, _Costs()) is None
+    assert _seek_chosen(capture, sample_indices(FRAMES + 5, 16), RESIZE, FRAMES + 5, _Costs()) is None
     capture = cv2.VideoCapture(str(long_videos[12]), cv2.CAP_FFMPEG)
-    assert _seek_chosen(capture, sample_indices(FRAMES - 5, 16), 32, FRAMES - 5, _Costs()) is None
+    assert _seek_chosen(capture, sample_indices(FRAMES - 5, 16), RESIZE, FRAMES - 5, _Costs()) is None

@@ -20,6 +20,7 @@ import pytest
 
 from h264 import write_h264
 from vidclf.data import prepare_video
+from vidclf.modelfile import read_metadata
 from vidclf.samples import PARTNER, make_samples, reverse_clip
 
 CLASSES = ("move_left", "move_right", "grow", "shrink")
@@ -281,6 +282,7 @@ def test_info_shows_the_model(workspace: dict) -> None:
     assert list(meta["training"]["stream_weights"]) == ["farneback", "dis"]
     assert meta["training"]["counts"]["train"]["grow"] == 15 and meta["training"]["seed"] == 1
     assert meta["preprocessing"]["frames"] == 16
+    assert meta["config"]["fit"] == "crop" and "centre crop" in meta["preprocessing"]["resize"]
     weighing = [stream for stream, weight in meta["training"]["stream_weights"].items() if weight > 0]
     cost = meta["cost_per_clip"]  # what predicting a clip costs: the streams that weigh, their flows
     assert cost["streams"] == weighing and cost["flow_pairs"] == 15 * len(weighing) and cost["network_mflops"] > 0
@@ -478,7 +480,7 @@ def test_a_files_windows_are_batched_with_the_scores_of_one_at_a_time(workspace:
 
     predictor = Predictor(workspace["model"])
     record = predictor.timeline(two_part_video, 3, 1)
-    windows = list(iter_windows(two_part_video, 3, 1, predictor.spec.frames, predictor.spec.size))
+    windows = list(iter_windows(two_part_video, 3, 1, predictor.spec.frames, predictor.spec.size, predictor.spec.fit))
     assert len(record.segments) == len(windows) == 7
     for segment, window in zip(record.segments, windows):
         alone = predictor.probabilities([window.clip])[0]
@@ -761,11 +763,14 @@ def test_resume_refuses_other_options_or_data_by_name_and_force_starts_over(tmp_
     assert other_lr.returncode == 3 and other_lr.stderr.count("error:") == 1
     assert "r.vidclf.ckpt: was made with --lr 0.002, not 0.001; rerun with the same options and data, or add " \
            "--force to start over" in other_lr.stderr
+    other_fit = run_cli(*args, "--fit", "stretch", "--resume", env=env)
+    assert other_fit.returncode == 3 and "was made with --fit crop, not stretch" in other_fit.stderr
     sorted(written)[0].unlink()
     other_data = run_cli(*args, "--resume", env=env)
     assert other_data.returncode == 3 and "was made from other data (20 clips then, 19 now" in other_data.stderr
-    forced = run_cli(*args, "--lr", "0.001", "--resume", "--force", env=env)
+    forced = run_cli(*args, "--lr", "0.001", "--fit", "stretch", "--resume", "--force", env=env)
     assert forced.returncode == 0 and "--force: starting over" in forced.stderr and "resuming from" not in forced.stderr
+    assert read_metadata(out)["config"]["fit"] == "stretch"
 
 
 @pytest.mark.parametrize("option", REMOVED_TRAIN_OPTIONS)

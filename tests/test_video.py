@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from indexed import indexed_frame, read_index, write_indexed_video
+from vidclf.config import Fit
 from vidclf.video import (
     NoFramesDecodedError,
     NotAFileError,
@@ -88,7 +89,7 @@ def test_av1_decodes_every_frame_exactly() -> None:
     assert decoded_indices(clip.frames) == sample_indices(40, 16).tolist()
 
 
-def test_pixels_are_rgb_resized_and_centre_cropped(tmp_path: Path) -> None:
+def test_pixels_are_rgb_and_fit_the_square_whole_or_centre_cropped(tmp_path: Path) -> None:
     path = tmp_path / "colour.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (120, 60))
     frame = np.zeros((60, 120, 3), np.uint8)
@@ -98,9 +99,14 @@ def test_pixels_are_rgb_resized_and_centre_cropped(tmp_path: Path) -> None:
     for _ in range(5):
         writer.write(frame)
     writer.release()
-    clip = sample_frames(path, 2, size=30)
-    centre = clip.frames[0, 4:-4, 4:-4].reshape(-1, 3).mean(axis=0)
+    cropped = sample_frames(path, 2, size=30, fit=Fit.CROP).frames[0]
+    centre = cropped[4:-4, 4:-4].reshape(-1, 3).mean(axis=0)
     assert centre[0] > 200 and centre[1] < 40 and centre[2] < 40  # red, in RGB order
+    stretched = sample_frames(path, 2, size=30, fit=Fit.STRETCH).frames[0]
+    assert stretched.shape == (30, 30, 3)
+    left, middle, right = (stretched[:, columns].reshape(-1, 3).mean(axis=0)
+                           for columns in (slice(0, 5), slice(10, 20), slice(25, 30)))
+    assert left[2] > 200 and middle[0] > 200 and right[1] > 200  # blue | red | green: all of the frame
     full = sample_frames(path, 1, size=None)
     assert full.frames.shape == (1, 60, 120, 3)
 
@@ -188,7 +194,7 @@ def test_portrait_video_stays_portrait_until_the_crop(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "portrait.mp4", 12, width=64, height=112)
     info = probe(video)
     assert (info.width, info.height) == (64, 112)
-    clip = sample_frames(video, 3, size=40)
+    clip = sample_frames(video, 3, size=40, fit=Fit.CROP)
     assert decoded_indices(clip.frames) == sample_indices(12, 3).tolist()
 
 

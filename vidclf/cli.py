@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from vidclf import __version__
-from vidclf.config import MAX_FRAMES, MAX_SIZE, PRESETS, STREAM_TIMEOUT_S, PresetName, Temporal, TrainOptions
+from vidclf.config import MAX_FRAMES, MAX_SIZE, PRESETS, STREAM_TIMEOUT_S, Fit, PresetName, Temporal, TrainOptions, recorded_fit
 from vidclf.device import Device
 from vidclf.errors import VidclfError
 from vidclf.files import NO_ROOM
@@ -262,7 +262,8 @@ def train(
     group: Annotated[Optional[str], typer.Option(metavar="REGEX", show_default=False, help="A clip's group (person, scene, source video) is the first capture group of this regex in its file name, e.g. '_g(\\d+)_' or '^([a-z]+)_'; a group never sits on both sides of the split.")] = None,
     temporal: Annotated[Temporal, typer.Option(help=TEMPORAL_HELP)] = DEFAULTS.temporal,
     frames: Annotated[int, typer.Option("--frames", min=2, max=MAX_FRAMES, help="Frames sampled per clip (T).")] = DEFAULTS.frames,
-    size: Annotated[int, typer.Option(min=32, max=MAX_SIZE, help="Frame size in pixels (square, centre crop).")] = DEFAULTS.size,
+    size: Annotated[int, typer.Option(min=32, max=MAX_SIZE, help="Frames become size×size pixels, as --fit says.")] = DEFAULTS.size,
+    fit: Annotated[Fit, typer.Option(help="crop: the frame's centre square; stretch: the whole frame, scaled to the square (aspect not kept), for subjects near the edges.")] = DEFAULTS.fit,
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs with the backbone frozen (features cached).")] = DEFAULTS.epochs,
     finetune_epochs: Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Then this many epochs fine-tuning Lite0's later layers, kept only if they win significantly on validation \\[default: "
                                                                                                 + ", ".join(f"{n.value} {p.finetune_epochs}" for n, p in PRESETS.items()) + "].")] = None,
@@ -292,7 +293,7 @@ def train(
     try:
         default_out = Path("models") / f"{data.stem if data.is_file() else data.resolve().name}.vidclf"
         options = TrainOptions(data=data, out=out or default_out, preset=preset,
-                               group=group, temporal=temporal, frames=frames, size=size, epochs=epochs, finetune_epochs=finetune_epochs,
+                               group=group, temporal=temporal, frames=frames, size=size, fit=fit, epochs=epochs, finetune_epochs=finetune_epochs,
                                patience=patience, batch_size=batch_size, lr=lr, seed=seed, workers=workers, device=device,
                                val_split=val_split, class_weights=class_weights, hflip=hflip, force=force, resume=resume)
     except ValueError as exc:
@@ -567,7 +568,7 @@ def frames(
     size: Annotated[Optional[int], typer.Option("--size", min=16, help="Frame size, overriding the model's.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing PNG.")] = False,
 ) -> None:
-    """Contact sheet of exactly the frames a model sees (after resize and crop), with frame
+    """Contact sheet of exactly the frames a model sees (resized as the model's --fit says), with frame
     index and timestamp under each.
 
     Example: [bold]vidclf frames clip.mp4 --out sheet.png[/bold]
@@ -580,7 +581,7 @@ def frames(
     if out.exists() and not force:
         raise UserFacingError(f"{out}: already exists; pass --force to overwrite it")
     config = read_metadata(model or DEFAULT_MODEL)["config"]
-    clip = sample_frames(video, num_frames or config["frames"], size or config["size"], "uniform")
+    clip = sample_frames(video, num_frames or config["frames"], size or config["size"], "uniform", fit=recorded_fit(config))
     for warning in clip.warnings:
         warning_line(_escape(f"{video}: {warning}"))
     timestamps = clip.timestamps_s

@@ -29,6 +29,14 @@ class Temporal(str, Enum):
     MEAN = "mean"
 
 
+class Fit(str, Enum):
+    """How a frame becomes size×size: its centre square, or all of it scaled to the square
+    (its aspect ratio not kept)."""
+
+    CROP = "crop"
+    STRETCH = "stretch"
+
+
 class PresetName(str, Enum):
     BALANCED = "balanced"
     FAST = "fast"
@@ -73,6 +81,7 @@ class SamplingSpec:
     frames: int
     size: int
     motion_size: int  # the flow maps' side
+    fit: Fit
 
 
 # Bounds on what a config may ask of prediction: a model file's config is input like any other.
@@ -89,7 +98,8 @@ class ModelConfig:
     temporal: Temporal = Temporal.LSTM_MEAN  # the motion streams' heads
     appearance_temporal: Temporal | None = None  # the appearance stream's heads; None: as temporal
     frames: int = 16  # T, frames sampled per clip
-    size: int = 112  # frames are size×size after resize + centre crop
+    size: int = 112  # frames are size×size, made so as ``fit`` says
+    fit: Fit = Fit.CROP
     motion_size: int = 32  # flow maps are pooled to motion_size×motion_size
     appearance_dim: int = 16  # Lite0 features are projected this narrow
     motion_dim: int = 128
@@ -101,6 +111,7 @@ class ModelConfig:
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "backbone", Backbone(self.backbone))
         object.__setattr__(self, "temporal", Temporal(self.temporal))
+        object.__setattr__(self, "fit", Fit(self.fit))
         object.__setattr__(self, "appearance_temporal", Temporal(self.appearance_temporal or self.temporal))
         if len(self.labels) < 2:
             raise ValueError("a classifier needs at least 2 labels")
@@ -126,12 +137,12 @@ class ModelConfig:
         return [f"{stream}/{kind}" if "+" in self.temporal_of(stream).value else stream for stream, kind in self.heads]
 
     def sampling(self) -> SamplingSpec:
-        return SamplingSpec(self.frames, self.size, self.motion_size)
+        return SamplingSpec(self.frames, self.size, self.motion_size, self.fit)
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         data.update(labels=list(self.labels), backbone=self.backbone.value, temporal=self.temporal.value,
-                    appearance_temporal=self.appearance_temporal.value)
+                    appearance_temporal=self.appearance_temporal.value, fit=self.fit.value)
         return data
 
     @classmethod
@@ -143,7 +154,13 @@ class ModelConfig:
                 raise RemovedOptionError(name, data[name])
         if data.get("backbone") not in {b.value for b in Backbone}:
             raise RemovedOptionError("backbone", data.get("backbone"))
+        data = {**data, "fit": recorded_fit(data)}
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def recorded_fit(config: dict[str, object]) -> Fit:
+    """The ``fit`` a model file's config records; files written before there was a choice cropped."""
+    return Fit(config.get("fit", Fit.CROP.value))
 
 
 class RemovedOptionError(ValueError):
@@ -166,6 +183,7 @@ class TrainOptions:
     temporal: Temporal = Temporal.LSTM_MEAN
     frames: int = 16
     size: int = 112
+    fit: Fit = Fit.CROP
     epochs: int = 60  # with the backbone frozen (features cached)
     finetune_epochs: int | None = None  # None: the preset's
     patience: int = 15
@@ -182,6 +200,7 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         self.preset, self.temporal, self.device = PresetName(self.preset), Temporal(self.temporal), Device(self.device)
+        self.fit = Fit(self.fit)
         if self.finetune_epochs is None:
             self.finetune_epochs = PRESETS[self.preset].finetune_epochs
         elif self.finetune_epochs and PRESETS[self.preset].backbone is Backbone.NONE:
@@ -191,4 +210,4 @@ class TrainOptions:
         preset = PRESETS[self.preset]
         return ModelConfig(tuple(labels), backbone=preset.backbone, temporal=self.temporal,
                            appearance_temporal=preset.appearance_temporal,
-                           frames=self.frames, size=self.size, extra={"preset": self.preset.value})
+                           frames=self.frames, size=self.size, fit=self.fit, extra={"preset": self.preset.value})

@@ -37,7 +37,7 @@ from vidclf.video import Clip, VideoError, find_videos, one_decode_thread, sampl
 
 T = TypeVar("T")
 U = TypeVar("U")
-CACHE_VERSION = 4  # bump when the cached arrays' meaning (or their key) changes
+CACHE_VERSION = 5  # bump when the cached arrays' meaning (or their key) changes
 DIGEST_BLOCK = 1 << 20
 SPLIT_NAMES = ("train", "val", "test")
 DEAD_WORKER_CHECK_S = 5.0  # waiting on a result, look this often for a worker that died mid-send
@@ -287,15 +287,16 @@ def compute_view(path: Path, digest: str, spec: SamplingSpec, view: int, seed: i
                  ) -> tuple[ClipInputs, tuple[str, ...]]:
     """Decode one view of a clip (no cache). Returns the inputs and any decode warnings."""
     if view == 0:
-        clip = sample_frames(path, spec.frames, spec.size, "uniform")
+        clip = sample_frames(path, spec.frames, spec.size, "uniform", fit=spec.fit)
     else:
         rng = np.random.default_rng([seed, view, int(digest[:12], 16)])
-        clip = sample_frames(path, spec.frames, spec.size, "random", rng)
+        clip = sample_frames(path, spec.frames, spec.size, "random", rng, fit=spec.fit)
     return clip_inputs(clip, spec), clip.warnings
 
 
 def view_cache_path(digest: str, spec: SamplingSpec, view: int, seed: int) -> Path:
-    key = f"v{CACHE_VERSION}-{digest}-{spec.frames}-{spec.size}-{MOTION}-{spec.motion_size}-{view}-{seed if view else 0}"
+    key = (f"v{CACHE_VERSION}-{digest}-{spec.frames}-{spec.size}-{spec.fit.value}-{MOTION}-{spec.motion_size}-{view}-"
+           f"{seed if view else 0}")
     return cache_dir() / "views" / digest[:2] / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
 
 
@@ -369,7 +370,7 @@ def prepare_video(source: Path | str, spec: SamplingSpec, clips: int, flows: Seq
     """Sample ``clips`` uniform clips of a video and compute their inputs: ``flows`` only, and
     the frames only if ``frames`` (a model that reads no appearance is not sent them)."""
     try:
-        sample = sample_frames(source, spec.frames, spec.size, "uniform", clips=clips)
+        sample = sample_frames(source, spec.frames, spec.size, "uniform", clips=clips, fit=spec.fit)
     except VideoError as exc:
         return PreparedVideo(str(source), error=exc.reason)
     parts = sample.split(clips)

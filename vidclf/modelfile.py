@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from vidclf import __version__
-from vidclf.config import Backbone, ModelConfig, RemovedOptionError
+from vidclf.config import Backbone, Fit, ModelConfig, RemovedOptionError
 from vidclf.errors import VidclfError
 from vidclf.files import atomic_write
 from vidclf.model import VideoClassifier, flops_per_clip
@@ -61,7 +61,8 @@ def preprocessing_record(config: ModelConfig) -> dict[str, object]:
         "frames": config.frames,
         "sampling": "uniform: centre frame of each of T equal segments",
         "size": config.size,
-        "resize": "shorter side to size, centre crop size x size, RGB",
+        "resize": {Fit.STRETCH: "whole frame scaled to size x size (aspect ratio not kept), RGB",
+                   Fit.CROP: "shorter side to size, centre crop size x size, RGB"}[config.fit],
         "normalisation": "inside the model: x / 255 * 2 - 1",
         "motion": (f"{DESCRIPTION} between consecutive sampled frames, pooled to "
                    f"{config.motion_size}x{config.motion_size}"),

@@ -183,7 +183,7 @@ class Predictor:
         windows = 0
         end_s = 0.0
         live = isinstance(source, int) or is_stream_url(source)  # each window out as soon as it completes
-        found = iter_windows(source, window_s, stride_s, self.spec.frames, self.spec.size)
+        found = iter_windows(source, window_s, stride_s, self.spec.frames, self.spec.size, self.spec.fit)
         try:
             while batch := list(itertools.islice(found, 1 if live else BATCH_VIDEOS)):
                 for window, probabilities in zip(batch, self.probabilities([window.clip for window in batch])):

@@ -26,7 +26,7 @@ from typing import Literal, TypeVar
 import cv2
 import numpy as np
 
-from vidclf.config import STREAM_TIMEOUT_S
+from vidclf.config import STREAM_TIMEOUT_S, Fit
 from vidclf.errors import VidclfError
 
 # Lower-case suffixes that directory scans treat as videos (matched case-insensitively).
@@ -38,6 +38,7 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 SampleMode = Literal["uniform", "random"]
+Resize = Callable[[np.ndarray], np.ndarray]  # a decoded BGR frame → the model's RGB square (``square_resize``)
 T = TypeVar("T")
 # FFmpeg's decoding threads per video; 0: its own choice (all cores: one video at a time).
 DECODE_THREADS = 0
@@ -203,19 +204,21 @@ def sample_indices(
     return np.minimum(np.floor(positions).astype(np.int64), frame_count - 1).reshape(-1)
 
 
-def square_resize(frame_bgr: np.ndarray, size: int | None) -> np.ndarray:
-    """Shorter side to ``size``, centre crop to ``size``×``size``, BGR→RGB.
+def square_resize(frame_bgr: np.ndarray, size: int | None, fit: Fit) -> np.ndarray:
+    """The frame as ``size``×``size`` RGB: its centre square (``crop``), or all of it scaled to
+    the square (``stretch``). ``size=None`` keeps the frame as decoded.
 
     Cropping the centre square first and then resizing gives the same picture as resizing the
-    shorter side and cropping, with less work. ``size=None`` keeps the frame as decoded.
+    shorter side and cropping, with less work.
     """
     if size is not None:
         height, width = frame_bgr.shape[:2]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        square = frame_bgr[top : top + side, left : left + side]
-        interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-        frame_bgr = cv2.resize(square, (size, size), interpolation=interpolation)
+        if fit is Fit.CROP:
+            side = min(height, width)
+            top, left = (height - side) // 2, (width - side) // 2
+            frame_bgr, height, width = frame_bgr[top : top + side, left : left + side], side, side
+        interpolation = cv2.INTER_AREA if min(height, width) > size else cv2.INTER_LINEAR
+        frame_bgr = cv2.resize(frame_bgr, (size, size), interpolation=interpolation)
     return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -450,7 +453,7 @@ def _grabbed(capture: cv2.VideoCapture, source: Path | str | int) -> Iterator[in
         index += 1
 
 
-def _decode_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, size: int | None, source: Path | str | int
+def _decode_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, resize: Resize, source: Path | str | int
                    ) -> tuple[dict[int, np.ndarray], int]:
     """One forward pass: grab every frame, retrieve those in ``wanted``. Returns (frames, count)."""
     wanted_set = set(int(i) for i in wanted)
@@ -461,7 +464,7 @@ def _decode_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, size: int | No
         if index in wanted_set:
             ok, frame = capture.retrieve()
             if ok and frame is not None:
-                frames[index] = square_resize(frame, size)
+                frames[index] = resize(frame)
         index += 1
         if index > last_wanted and len(frames) == len(wanted_set):
             break  # Everything needed is in hand; the caller counts the rest only if asked.
@@ -477,15 +480,18 @@ def sample_frames(
     rng: np.random.Generator | None = None,
     frame_count: int | None = None,
     clips: int = 1,
+    fit: Fit = Fit.CROP,
 ) -> Clip:
     """Sample ``num_frames`` RGB frames from a video (see ``sample_indices`` for the scheme).
 
     ``frame_count`` is a known decodable count (from ``probe``); without it the header's count
     is tried first and, when decoding proves the header wrong, the video is decoded again with
     the true count — so indices always refer to frames that exist. With ``clips`` > 1 the
-    result holds ``clips × num_frames`` frames (see ``sample_indices``; ``Clip.split``).
+    result holds ``clips × num_frames`` frames (see ``sample_indices``; ``Clip.split``). Frames
+    are ``size``×``size`` as ``fit`` says (``square_resize``).
     """
     path = as_source(path)
+    resize = functools.partial(square_resize, size=size, fit=fit)
     warnings: list[str] = []
     capture = _open(path)
     try:
@@ -495,12 +501,12 @@ def sample_frames(
         if guess > 0:
             chosen = sample_indices(guess, num_frames, mode, rng, clips)
             if _worth_seeking(path, guess, len(chosen)):
-                frames = _seek_chosen(capture, chosen, size, guess, _Costs())
+                frames = _seek_chosen(capture, chosen, resize, guess, _Costs())
                 if frames is not None:
                     return _assemble(path, frames, chosen, guess, fps, num_frames, warnings)
                 capture.release()  # seeking failed (the header's count is wrong): one pass from the start
                 capture = _open(path)
-            frames, decoded = _decode_chosen(capture, chosen, size, path)
+            frames, decoded = _decode_chosen(capture, chosen, resize, path)
             if len(frames) == len(set(chosen.tolist())):
                 # All chosen frames decoded; make sure no frames lie beyond the guess.
                 decoded += _count_rest(capture, path)
@@ -521,7 +527,7 @@ def sample_frames(
     chosen = sample_indices(decoded, num_frames, mode, rng, clips)
     capture = _open(path)
     try:
-        frames, _ = _decode_chosen(capture, chosen, size, path)
+        frames, _ = _decode_chosen(capture, chosen, resize, path)
     finally:
         capture.release()
     if len(frames) < len(set(chosen.tolist())):
@@ -571,7 +577,7 @@ def _move_to(capture: cv2.VideoCapture, position: int, target: int, costs: _Cost
     return grabbed == gap
 
 
-def _seek_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, size: int | None, count: int, costs: _Costs
+def _seek_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, resize: Resize, count: int, costs: _Costs
                  ) -> dict[int, np.ndarray] | None:
     """The frames in ``wanted``, each reached by seeking or grabbing (``_move_to``, costs
     measured into ``costs``); None when that fails or the video does not have exactly ``count``
@@ -582,7 +588,7 @@ def _seek_chosen(capture: cv2.VideoCapture, wanted: np.ndarray, size: int | None
         ok, frame = capture.read() if _move_to(capture, position, target, costs) else (False, None)
         if not ok or frame is None:
             return None
-        frames[target] = square_resize(frame, size)
+        frames[target] = resize(frame)
         position = target + 1
     if position < count and not (_move_to(capture, position, count - 1, costs) and capture.grab()):
         return None  # the header's last frame is not there
@@ -614,7 +620,7 @@ class Window:
 
 
 def iter_windows(source: Source, window_s: float, stride_s: float, num_frames: int,
-                 size: int | None, default_fps: float = 25.0) -> Iterator[Window]:
+                 size: int | None, fit: Fit, default_fps: float = 25.0) -> Iterator[Window]:
     """Slide a window over a video in one decoding pass, yielding each window as it completes.
 
     Window k covers frames [k·stride, k·stride + window); each is sampled to T frames like a
@@ -635,7 +641,7 @@ def iter_windows(source: Source, window_s: float, stride_s: float, num_frames: i
             ok, frame = capture.retrieve()
             if not ok or frame is None:
                 break
-            recent.append(square_resize(frame, size))
+            recent.append(square_resize(frame, size, fit))
             index += 1
             while next_start + span <= index:
                 yield _window(source, recent, index, next_start, next_start + span, next_start + offsets, fps)
