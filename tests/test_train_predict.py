@@ -525,6 +525,33 @@ def file_server(directory: Path) -> Iterator[str]:
         server.shutdown()
 
 
+def test_timelines_of_many_files_in_workers_equal_one_process_in_input_order(workspace: dict, two_part_video: Path,
+                                                                            tmp_path: Path) -> None:
+    """Files go to worker processes, a stream between them stays in this one; a bad file is an
+    error record in its place; windows and records are those of --workers 0."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    clip = sorted((workspace["root"] / "test").rglob("*.mp4"))[0]
+    with file_server(two_part_video.parent) as base:
+        inputs = [str(clip), str(two_part_video), str(broken), f"{base}/{two_part_video.name}", str(clip), str(two_part_video)]
+        args = [sys.executable, "-m", "vidclf", "predict", *inputs, "-m", str(workspace["model"]), "--window", "2",
+                "--stride", "1", "-f", "jsonl", "--workers"]
+        process = subprocess.Popen([*args, "2"], env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = process.stdout.readline()
+        spawned = worker_processes(process.pid)  # the first file's windows came from a worker
+        rest, errors = process.communicate(timeout=300)
+        plain = subprocess.run([*args, "0"], env=workspace["env"], capture_output=True, text=True, timeout=300)
+    assert spawned and process.returncode == plain.returncode == 4 and "broken.mp4: " in errors
+    parallel = [json.loads(line) for line in (first + rest).splitlines()]
+    plain = [json.loads(line) for line in plain.stdout.splitlines()]
+    assert [(r["video"], r.get("start_s"), r.get("top"), "error" in r) for r in parallel] == \
+           [(r["video"], r.get("start_s"), r.get("top"), "error" in r) for r in plain]
+    assert [r["video"] for r in parallel].count(str(two_part_video)) == 16  # 8 windows, twice
+    assert [r["video"].rsplit("/", 1)[-1] for r in parallel if "error" in r] == ["broken.mp4"]
+    for mine, theirs in zip(parallel, plain):
+        assert [x["score"] for x in mine.get("labels", [])] == pytest.approx([x["score"] for x in theirs.get("labels", [])], abs=1e-5)
+
+
 def test_predict_from_a_local_http_stream_matches_the_file(workspace: dict, two_part_video: Path) -> None:
     with file_server(two_part_video.parent) as base:
         url = f"{base}/{two_part_video.name}"

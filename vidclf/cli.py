@@ -6,6 +6,7 @@ torch) are imported inside commands so ``vidclf --help`` answers at once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -399,10 +400,19 @@ def predict(
             raise Terminated
 
     def timelines() -> Iterator[object]:
-        for source in sources:
-            name = source_name(source)
-            yield predictor.timeline(source, window, stride or window / 2, smooth, min_score,
-                                     on_segment=lambda segment: write_segment(name, segment))
+        """Runs of files in worker processes (on the CPU), each file's windows written when it
+        is done; streams and cameras here, each window written as it completes."""
+        for files, run in itertools.groupby(sources, key=lambda source: not isinstance(source, (int, Stream))):
+            if files and workers and predictor.device.type == "cpu":
+                for prediction in predictor.timelines_in_workers(run, workers, window, stride or window / 2, smooth, min_score):
+                    for segment in prediction.segments or []:
+                        write_segment(prediction.video, segment)
+                    yield prediction
+                continue
+            for source in run:
+                name = source_name(source)
+                yield predictor.timeline(source, window, stride or window / 2, smooth, min_score,
+                                         on_segment=lambda segment: write_segment(name, segment))
 
     workers = _workers(workers, one_video=len(videos or []) == 1 and Path(videos[0]).is_file())
     try:

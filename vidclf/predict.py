@@ -111,6 +111,7 @@ class Predictor:
     """Loads a model once and classifies videos one by one."""
 
     def __init__(self, model_path: Path, device: str | torch.device = "cpu") -> None:
+        self.model_path = Path(model_path)
         self.loaded: LoadedModel = load_model(model_path, device)
         self.device = torch.device(device)
         config = self.loaded.model.config
@@ -201,6 +202,32 @@ class Predictor:
                           frames_used=self.spec.frames, duration_s=round(end_s, 3), model=self.loaded.name,
                           segments=segments)
 
+    def timelines_in_workers(self, sources: Iterable[Source], workers: int, window_s: float, stride_s: float,
+                             smooth: int = 1, min_score: float = 0.0) -> Iterator[Prediction]:
+        """``timeline`` of each file (not streams: their windows go out live) in ``workers``
+        processes, each with its own copy of the model on the CPU, one file at a time: memory
+        stays a window's worth per process whatever the files' lengths. In input order; a file
+        whose process dies twice fails with a record saying so (``data.in_workers``)."""
+        job = functools.partial(_timeline_in_worker, str(self.model_path), window_s, stride_s, smooth, min_score)
+
+        def died(source: Source) -> Prediction:
+            return Prediction(video=source_name(source), model=self.loaded.name, error=DIED)
+
+        for group in in_workers(job, sources, workers, 2 * workers, 1, died):
+            yield from group
+
     def predict(self, path: Source, clips: int = 1) -> Prediction:
         """One video's prediction (a failure is a record, not an exception)."""
         return next(self.predict_all([path], clips))
+
+
+@functools.cache
+def _worker_predictor(model_path: str) -> Predictor:
+    """A worker process's model, loaded once; one torch thread: the processes are the parallelism."""
+    torch.set_num_threads(1)
+    return Predictor(Path(model_path), "cpu")
+
+
+def _timeline_in_worker(model_path: str, window_s: float, stride_s: float, smooth: int, min_score: float,
+                        source: Source) -> Prediction:
+    return _worker_predictor(model_path).timeline(source, window_s, stride_s, smooth, min_score)
