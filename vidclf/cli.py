@@ -402,16 +402,17 @@ def predict(
     def timelines() -> Iterator[object]:
         """Runs of files in worker processes (on the CPU), each file's windows written when it
         is done; streams and cameras here, each window written as it completes."""
+        stride_s = stride or window / 2
         for files, run in itertools.groupby(sources, key=lambda source: not isinstance(source, (int, Stream))):
             if files and workers and predictor.device.type == "cpu":
-                for prediction in predictor.timelines_in_workers(run, workers, window, stride or window / 2, smooth, min_score):
+                for prediction in predictor.timelines_in_workers(run, workers, window, stride_s, smooth, min_score):
                     for segment in prediction.segments or []:
                         write_segment(prediction.video, segment)
                     yield prediction
                 continue
             for source in run:
                 name = source_name(source)
-                yield predictor.timeline(source, window, stride or window / 2, smooth, min_score,
+                yield predictor.timeline(source, window, stride_s, smooth, min_score,
                                          on_segment=lambda segment: write_segment(name, segment))
 
     workers = _workers(workers, one_video=len(videos or []) == 1 and Path(videos[0]).is_file())
