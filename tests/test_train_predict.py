@@ -615,7 +615,7 @@ def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict) -> None
     assert all(json.loads(line)["video"] == str(long_video) for line in lines)
 
 
-def test_sigterm_during_a_batch_finishes_the_video_in_flight_and_exits_143(workspace: dict) -> None:
+def test_sigterm_during_a_batch_leaves_whole_records_and_exits_143(workspace: dict) -> None:
     """CSV writes a record as several rows: after SIGTERM every video written has all of its
     rows, and the rest of the batch is not started."""
     process = subprocess.Popen(
@@ -629,6 +629,25 @@ def test_sigterm_during_a_batch_finishes_the_video_in_flight_and_exits_143(works
     videos = Counter(row["video"] for row in rows)
     assert 1 <= len(videos) < 24 and set(videos.values()) == {len(CLASSES)}, videos
 
+
+
+def test_sigterm_drops_the_files_in_flight_in_workers_instead_of_finishing_them(workspace: dict) -> None:
+    """Timelines of files run a whole file per worker process: SIGTERM (a preempted job, with
+    its grace period) must not wait for a 3-minute file to end. vidclf exits 143 at once with the
+    records written so far, and its workers are gone."""
+    long_video = write_left_right_left(workspace["root"] / "long.avi", repeats=20)
+    clip = sorted((workspace["root"] / "test").rglob("*.mp4"))[0]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vidclf", "predict", str(clip), str(long_video), str(long_video), "-m",
+         str(workspace["model"]), "--window", "0.2", "--stride", "0.1", "-f", "jsonl", "--workers", "2"],
+        env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()  # the clip's first window: the long files are under way
+    spawned = worker_processes(process.pid)
+    process.send_signal(signal.SIGTERM)
+    rest, errors = process.communicate(timeout=60)  # finishing one long file takes minutes
+    assert process.returncode == 143 and errors.endswith("error: terminated (SIGTERM)\n"), errors[-2000:]
+    assert {json.loads(line)["video"] for line in [first, *rest.splitlines()]} == {str(clip)}
+    assert spawned and not any(Path(f"/proc/{pid}").exists() for pid in spawned)
 
 def train_small(tmp_path: Path, classes: tuple[str, ...], clips_per_class: int, *options: str, seed: int = 4
                 ) -> tuple[subprocess.CompletedProcess, Path, dict]:

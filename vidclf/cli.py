@@ -48,15 +48,39 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
-@contextmanager
-def sigterm_after_each(stop: list[bool]) -> Iterator[None]:
-    """In a batch, SIGTERM sets ``stop[0]`` instead of stopping at once: the caller finishes and
-    writes the video in flight, then raises ``Terminated`` (so every written record is whole)."""
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.__setitem__(0, True))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class SigtermBetweenWrites:
+    """In a batch, SIGTERM stops vidclf at once — the videos in flight are dropped, their worker
+    processes killed (a worker may be an hour into a timeline) — unless a result is being
+    written: then right after that write, so every record written is whole."""
+
+    def __init__(self) -> None:
+        self.writing = self.signalled = self.deferred = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signalled:
+            return
+        self.signalled = True
+        if not self.writing:
+            raise Terminated
+        self.deferred = True
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = signal.signal(signal.SIGTERM, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        self.writing = True
+        try:
+            yield
+        finally:
+            self.writing = False
+        if self.deferred:
+            raise Terminated
 
 
 app = typer.Typer(
@@ -390,14 +414,13 @@ def predict(
     if part is not None:
         sources = (source for source in sources if in_shard(source, part))
     total = failures = 0
-    stop = [False]  # set by SIGTERM: the video in flight is finished and written, then vidclf stops
+    sigterm = SigtermBetweenWrites()
     windows = [0]  # written: a stream that fails after some of them is a partial result
 
     def write_segment(name: str, segment: object) -> None:
-        writer.write_segment(name, segment)
+        with sigterm.write():
+            writer.write_segment(name, segment)
         windows[0] += 1
-        if stop[0]:  # a stream may never end: stop after this window
-            raise Terminated
 
     def timelines() -> Iterator[object]:
         """Runs of files in worker processes (on the CPU), each file's windows written when it
@@ -417,7 +440,7 @@ def predict(
 
     workers = _workers(workers, one_video=len(videos or []) == 1 and Path(videos[0]).is_file())
     try:
-        with sigterm_after_each(stop):
+        with sigterm.installed():
             for prediction in timelines() if window else predictor.predict_all(sources, clips, workers):
                 total += 1
                 for warning in prediction.warnings:
@@ -425,9 +448,8 @@ def predict(
                 if prediction.error is not None:
                     failures += 1
                     error_line(_escape(f"{prediction.video}: {prediction.error}"))
-                writer.write(prediction)
-                if stop[0]:
-                    raise Terminated
+                with sigterm.write():
+                    writer.write(prediction)
     finally:
         writer.close()
         if output:

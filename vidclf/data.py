@@ -423,8 +423,8 @@ def in_workers(job: Callable[[T], U], items: Iterable[T], workers: int, ahead: i
             while pending and pending[0][1].done() and pending[0][1].exception() is None and len(group) < most:
                 group.append(pending.popleft()[1].result())
             yield group
-    finally:  # stopped early (SIGTERM, Ctrl-C, a closed pipe): drop the items not yet started
-        pool.shutdown(cancel_futures=True)
+    finally:  # stopped early (SIGTERM, Ctrl-C, a closed pipe): the items in flight are dropped
+        _stop(pool, bool(pending))
 
 
 def _result(pool: ProcessPoolExecutor, future: Future) -> U:
@@ -439,10 +439,26 @@ def _result(pool: ProcessPoolExecutor, future: Future) -> U:
             processes = list((getattr(pool, "_processes", None) or {}).values())
             if not any(process.exitcode is not None for process in processes):
                 continue
-            for process in processes:
-                process.kill()
-            pool._result_queue._writer.close()  # private: the one way to unblock the manager thread
+            _kill(pool)
             raise BrokenProcessPool("a worker died while sending its result") from None
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers and close the parent's copy of the result pipe's writer
+    (private: the one way to unblock a manager thread reading half a message); the manager
+    thread then breaks the pool and ends."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
+    if getattr(pool, "_result_queue", None) is not None:
+        pool._result_queue._writer.close()
+
+
+def _stop(pool: ProcessPoolExecutor, running: bool) -> None:
+    """Shut the pool down; with jobs still ``running`` (their results no longer wanted) kill
+    them rather than wait: a worker may be an hour into a file's timeline."""
+    if running:
+        _kill(pool)
+    pool.shutdown(cancel_futures=True)
 
 
 def _submit(pool: ProcessPoolExecutor, job: Callable[[T], U], item: T) -> Future:
@@ -463,17 +479,20 @@ def _spawn_pool(workers: int) -> ProcessPoolExecutor:
 def _one_by_one(job: Callable[[T], U], items: list[T], died: Callable[[T], U]) -> Iterator[U]:
     """``job`` over ``items``, each alone in a one-process pool: one that kills its process
     gives ``died(item)``, and a new process takes the next."""
-    pool = _spawn_pool(1)
+    pool, running = _spawn_pool(1), False
     try:
         for item in items:
+            running = True
             try:
-                yield _result(pool, pool.submit(job, item))
+                result = _result(pool, pool.submit(job, item))
             except BrokenProcessPool:
-                yield died(item)
+                result = died(item)
                 pool.shutdown()
                 pool = _spawn_pool(1)
+            running = False
+            yield result
     finally:
-        pool.shutdown(cancel_futures=True)
+        _stop(pool, running)
 
 
 def init_worker() -> None:
