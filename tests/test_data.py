@@ -11,7 +11,7 @@ import pytest
 from indexed import write_indexed_video
 from vidclf.config import ModelConfig, SamplingSpec
 from vidclf.data import (
-    DatasetError, LabelledVideo, cache_view, check_trainable, compute_view, discover, group_folds, load_view,
+    DatasetError, LabelledVideo, cache_views, check_trainable, compute_views, discover, group_folds, load_views,
     stratified_split, view_cache_path, file_digest,
 )
 from vidclf.motion import FLOWS, clip_motion
@@ -68,15 +68,14 @@ def test_stratified_split_is_seeded_and_covers_every_class() -> None:
 def test_view_is_cached_and_recomputed_when_damaged(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "v.avi", 30)
     spec = sampling(frames=6, size=32, motion_size=8)
-    first, _ = load_view(video, file_digest(video), spec, view=1, seed=0)
+    (uniform, first), _ = load_views(video, file_digest(video), spec, views=2, seed=0)
     entry = view_cache_path(file_digest(video), spec, 1, 0)
     assert entry.is_file()
-    again, _ = load_view(video, file_digest(video), spec, view=1, seed=0)
+    (_, again), _ = load_views(video, file_digest(video), spec, views=2, seed=0)
     assert np.array_equal(first.rgb, again.rgb) and np.array_equal(first.motion, again.motion)
     entry.write_bytes(b"garbage")
-    healed, _ = load_view(video, file_digest(video), spec, view=1, seed=0)
+    (_, healed), _ = load_views(video, file_digest(video), spec, views=2, seed=0)
     assert np.array_equal(first.rgb, healed.rgb)
-    uniform, _ = load_view(video, file_digest(video), spec, view=0, seed=0)
     assert not np.array_equal(first.rgb, uniform.rgb)  # a random view differs from uniform
 
 
@@ -84,7 +83,7 @@ def test_view_is_cached_and_recomputed_when_damaged(tmp_path: Path) -> None:
 def test_a_damaged_cache_entry_is_rebuilt_never_trusted(tmp_path: Path, damage: str) -> None:
     video = write_indexed_video(tmp_path / "v.avi", 30)
     spec, digest = sampling(frames=6, size=32, motion_size=8), file_digest(video)
-    assert cache_view((video, digest, spec, 1, 0)) == ((), None)
+    assert cache_views((video, digest, spec, 2, 0)) == ((), None)
     entry = view_cache_path(digest, spec, 1, 0)
     whole = entry.read_bytes()
     damaged = bytearray(whole)
@@ -93,16 +92,15 @@ def test_a_damaged_cache_entry_is_rebuilt_never_trusted(tmp_path: Path, damage: 
     else:
         damaged[len(damaged) // 3] ^= 0x01  # inside the frames: only the zip's CRC can tell
     entry.write_bytes(bytes(damaged))
-    assert cache_view((video, digest, spec, 1, 0)) == ((), None)
+    assert cache_views((video, digest, spec, 2, 0)) == ((), None)
     assert entry.read_bytes() == whole
 
 
 def test_random_views_are_seeded(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "v.avi", 60)
     spec = sampling(frames=6, size=32, motion_size=8)
-    a, _ = compute_view(video, file_digest(video), spec, 1, seed=0)
-    b, _ = compute_view(video, file_digest(video), spec, 1, seed=0)
-    c, _ = compute_view(video, file_digest(video), spec, 2, seed=0)
+    (a, c), _ = compute_views(video, file_digest(video), spec, [1, 2], seed=0)
+    (b,), _ = compute_views(video, file_digest(video), spec, [1], seed=0)
     assert np.array_equal(a.rgb, b.rgb) and not np.array_equal(a.rgb, c.rgb)
     assert np.array_equal(a.motion, b.motion)
 
@@ -111,7 +109,7 @@ def test_view_motion_is_both_flows_of_its_frames(tmp_path: Path) -> None:
     """A view's motion maps are (dx, dy) of Farneback then of DIS between its own frames,
     stored as float16; the first step has no predecessor and is zero."""
     video = write_indexed_video(tmp_path / "v.avi", 40)
-    inputs, _ = compute_view(video, file_digest(video), sampling(frames=6, size=32, motion_size=8), 1, seed=0)
+    (inputs,), _ = compute_views(video, file_digest(video), sampling(frames=6, size=32, motion_size=8), [1], seed=0)
     assert inputs.length == 6
     assert inputs.motion.shape == (6, 2 * len(FLOWS), 8, 8) == (6, 4, 8, 8)
     assert inputs.motion.dtype == np.float16
@@ -122,7 +120,7 @@ def test_view_motion_is_both_flows_of_its_frames(tmp_path: Path) -> None:
 
 def test_short_video_is_padded_with_its_real_length(tmp_path: Path) -> None:
     video = write_indexed_video(tmp_path / "short.avi", 3)
-    inputs, warnings = compute_view(video, file_digest(video), sampling(frames=8, size=32, motion_size=8), 0, 0)
+    (inputs,), warnings = compute_views(video, file_digest(video), sampling(frames=8, size=32, motion_size=8), [0], 0)
     assert inputs.length == 3
     assert inputs.rgb[3:].max() == 0 and inputs.rgb[:3].max() > 0
     assert np.all(inputs.motion[3:] == 0)

@@ -14,7 +14,7 @@ import pytest
 from h264 import write_h264
 from vidclf import video
 from vidclf.config import Fit
-from vidclf.video import _Costs, _move_to, _seek_chosen, sample_frames, sample_indices, square_resize
+from vidclf.video import _Costs, _move_to, _seek_chosen, sample_frames, sample_indices, sample_views, square_resize
 
 GOPS = (1, 12, 50, 250)
 FRAMES = 1200
@@ -68,6 +68,22 @@ def test_sampling_by_seeking_gives_the_one_pass_clip(long_videos: dict[int, Path
     assert np.array_equal(seeking.frames, one_pass.frames) and np.array_equal(seeking.indices, one_pass.indices)
     assert (seeking.frame_count, seeking.warnings) == (one_pass.frame_count, one_pass.warnings) == (FRAMES, ())
 
+
+
+@pytest.mark.parametrize("gop", GOPS)
+def test_views_sampled_together_by_seeking_are_each_the_clip_sampled_alone(long_videos: dict[int, Path], gop: int,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training decodes a clip's uniform and random views in one pass (seeking allowed at any gap)."""
+    def generators() -> list[np.random.Generator | None]:
+        return [None, *(np.random.default_rng(seed) for seed in (1, 2, 3))]
+
+    monkeypatch.setattr(video, "SEEK_MIN_GAP", 0)
+    together = sample_views(long_videos[gop], 16, 32, generators())
+    monkeypatch.setattr(video, "SEEK_MIN_GAP", 10**9)
+    for clip, rng in zip(together, generators(), strict=True):
+        alone = sample_frames(long_videos[gop], 16, 32, "uniform" if rng is None else "random", rng)
+        assert np.array_equal(clip.frames, alone.frames) and np.array_equal(clip.indices, alone.indices)
+        assert (clip.frame_count, clip.warnings) == (alone.frame_count, alone.warnings)
 
 def test_seeks_where_keyframes_are_near_and_grabs_through_where_they_are_not(long_videos: dict[int, Path]) -> None:
     # Gaps of 300 frames: at 96x64 a seek near a keyframe costs a tenth (a quarter on a loaded CI

@@ -20,6 +20,7 @@ from vidclf.video import (
     probe,
     sample_frames,
     sample_indices,
+    sample_views,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -136,6 +137,23 @@ def test_lying_header_frame_count(tmp_path: Path, claimed: int) -> None:
     assert decoded_indices(clip.frames) == clip.indices.tolist()
     assert not clip.repeated
 
+
+
+@pytest.mark.parametrize("claimed", [None, 444, 12])
+def test_views_sampled_together_are_each_the_clip_sampled_alone(tmp_path: Path, claimed: int | None) -> None:
+    """Training decodes a clip's views in one pass; each is the clip ``sample_frames`` gives
+    alone, also when the header lies (the second pass draws again from each view's generator)."""
+    video = write_indexed_video(tmp_path / "v.avi", 30)
+    if claimed is not None:
+        _patch_avi_frame_count(video, claimed)
+    together = sample_views(video, 6, 32, [None, np.random.default_rng(1), np.random.default_rng(2)])
+    alone = [sample_frames(video, 6, 32), *(sample_frames(video, 6, 32, "random", np.random.default_rng(seed))
+                                            for seed in (1, 2))]
+    for clip, reference in zip(together, alone, strict=True):
+        assert np.array_equal(clip.frames, reference.frames) and np.array_equal(clip.indices, reference.indices)
+        assert (clip.frame_count, clip.warnings) == (reference.frame_count, reference.warnings)
+        assert decoded_indices(clip.frames) == clip.indices.tolist()
+    assert together[1].indices.tolist() != together[2].indices.tolist()
 
 def test_mpeg1_without_frame_count_header() -> None:
     video = DATA / "index40_mpeg1.mpg"

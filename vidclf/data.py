@@ -33,7 +33,7 @@ from vidclf.errors import VidclfError
 from vidclf.files import atomic_write
 from vidclf.motion import clip_motion
 from vidclf.progress import progress
-from vidclf.video import Clip, VideoError, find_videos, one_decode_thread, sample_frames, watch_decoding
+from vidclf.video import Clip, VideoError, find_videos, one_decode_thread, sample_frames, sample_views, watch_decoding
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -283,15 +283,13 @@ def clip_inputs(clip: Clip, spec: SamplingSpec, flows: Sequence[str] = FLOWS) ->
     return ClipInputs(rgb=frames, motion=motion, length=length)
 
 
-def compute_view(path: Path, digest: str, spec: SamplingSpec, view: int, seed: int
-                 ) -> tuple[ClipInputs, tuple[str, ...]]:
-    """Decode one view of a clip (no cache). Returns the inputs and any decode warnings."""
-    if view == 0:
-        clip = sample_frames(path, spec.frames, spec.size, "uniform", fit=spec.fit)
-    else:
-        rng = np.random.default_rng([seed, view, int(digest[:12], 16)])
-        clip = sample_frames(path, spec.frames, spec.size, "random", rng, fit=spec.fit)
-    return clip_inputs(clip, spec), clip.warnings
+def compute_views(path: Path, digest: str, spec: SamplingSpec, views: Sequence[int], seed: int
+                  ) -> tuple[list[ClipInputs], tuple[str, ...]]:
+    """Decode views of a clip in one pass (no cache): view 0 uniform, the others random, each
+    seeded by (seed, view, clip). Returns their inputs and any decode warnings."""
+    rngs = [None if view == 0 else np.random.default_rng([seed, view, int(digest[:12], 16)]) for view in views]
+    clips = sample_views(path, spec.frames, spec.size, rngs, spec.fit)
+    return [clip_inputs(clip, spec) for clip in clips], clips[0].warnings
 
 
 def view_cache_path(digest: str, spec: SamplingSpec, view: int, seed: int) -> Path:
@@ -320,16 +318,19 @@ def read_npz(path: Path, *names: str) -> list[np.ndarray] | None:
         return None
 
 
-def load_view(path: Path, digest: str, spec: SamplingSpec, view: int, seed: int
-              ) -> tuple[ClipInputs, tuple[str, ...]]:
-    """A view from the cache, computing and caching it when absent or damaged."""
-    cached = view_cache_path(digest, spec, view, seed)
-    arrays = read_npz(cached, "rgb", "motion", "length")
-    if arrays is not None:
-        return ClipInputs(arrays[0], arrays[1], int(arrays[2])), ()
-    inputs, warnings = compute_view(path, digest, spec, view, seed)
-    save_npz(cached, {"rgb": inputs.rgb, "motion": inputs.motion, "length": np.array(inputs.length)})
-    return inputs, warnings
+def load_views(path: Path, digest: str, spec: SamplingSpec, views: int, seed: int
+               ) -> tuple[list[ClipInputs], tuple[str, ...]]:
+    """Views 0 … views-1 of a clip from the cache; those absent or damaged are decoded (in one
+    pass) and cached. Returns them and any decode warnings."""
+    paths = [view_cache_path(digest, spec, view, seed) for view in range(views)]
+    found = [read_npz(cached, "rgb", "motion", "length") for cached in paths]
+    missing = [view for view, arrays in enumerate(found) if arrays is None]
+    computed, warnings = compute_views(path, digest, spec, missing, seed) if missing else ([], ())
+    for view, inputs in zip(missing, computed):
+        save_npz(paths[view], {"rgb": inputs.rgb, "motion": inputs.motion, "length": np.array(inputs.length)})
+    fresh = dict(zip(missing, computed))
+    return [fresh.get(view) or ClipInputs(arrays[0], arrays[1], int(arrays[2])) for view, arrays in enumerate(found)
+            ], warnings
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -337,17 +338,15 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)
 
 
-ViewJob = tuple[Path, str, SamplingSpec, int, int]  # (path, digest, spec, view, seed)
+ViewsJob = tuple[Path, str, SamplingSpec, int, int]  # (path, digest, spec, views, seed)
 
 
-def cache_view(job: ViewJob) -> tuple[tuple[str, ...], str | None]:
-    """Make sure a view is in the cache, whole (for a worker process: only small results travel
-    back). Returns (decode warnings, None) or ((), error line)."""
-    path, digest, spec, view, seed = job
-    if read_npz(view_cache_path(digest, spec, view, seed), "rgb", "motion", "length") is not None:
-        return (), None
+def cache_views(job: ViewsJob) -> tuple[tuple[str, ...], str | None]:
+    """Make sure a clip's views are in the cache, whole (for a worker process: only small
+    results travel back). Returns (decode warnings, None) or ((), error line)."""
+    path, digest, spec, views, seed = job
     try:
-        return load_view(path, digest, spec, view, seed)[1], None
+        return load_views(path, digest, spec, views, seed)[1], None
     except VideoError as exc:
         return (), str(exc)
 

@@ -36,7 +36,7 @@ from vidclf import parallel
 from vidclf.check import duplicates
 from vidclf.config import SamplingSpec, TrainOptions
 from vidclf.data import (
-    DIED, DatasetError, LabelledVideo, cache_view, check_trainable, clip_digests, discover, feature_cache_path,
+    DIED, DatasetError, LabelledVideo, cache_views, check_trainable, clip_digests, discover, feature_cache_path,
     file_digest, group_folds, group_key, pool_map, save_npz, stratified_split,
 )
 from vidclf.dataset import CachedClips, EpochSampler, Key, Tensors, loader, to_device
@@ -257,24 +257,22 @@ def too_few_to_decide(val: Sequence[LabelledVideo], labels: Iterable[str]) -> bo
 
 def decode_views(items: Sequence[LabelledVideo], digests: Sequence[str], spec: SamplingSpec, views: int, seed: int,
                  workers: int, log: Log, desc: str) -> tuple[list[int], list[str]]:
-    """Cache ``views`` samplings of every clip (each rank decodes its share, in ``workers``
-    processes; only small results travel back). Returns the indices of the clips whose views
+    """Cache ``views`` samplings of every clip, decoded in one pass a clip (each rank decodes
+    its share, in ``workers`` processes; only small results travel back). Returns the indices of the clips whose views
     all decoded, and one line per clip that failed — the rest still go through."""
-    jobs = [(item.path, digest, spec, view, seed) for item, digest in zip(items, digests) for view in range(views)]
-
-    run = functools.partial(pool_map, cache_view, workers=workers, desc=desc, unit="view",
+    jobs = [(item.path, digest, spec, views, seed) for item, digest in zip(items, digests)]
+    run = functools.partial(pool_map, cache_views, workers=workers, desc=desc, unit="clip",
                             died=lambda job: ((), f"{job[0]}: {DIED}"))
-    failures: dict[int, str] = {}
-    warned: set[int] = set()
+    failures: list[str] = []
+    kept = []
     for n, (warnings, error) in enumerate(parallel.shared_map(run, jobs)):
-        clip = n // views
         if error is not None:
-            failures.setdefault(clip, error)
-        for warning in warnings:
-            if clip not in warned:
-                log(f"warning: {items[clip].path}: {warning}")
-                warned.add(clip)
-    return [n for n in range(len(items)) if n not in failures], [failures[c] for c in sorted(failures)]
+            failures.append(error)
+            continue
+        kept.append(n)
+        for warning in warnings[:1]:
+            log(f"warning: {items[n].path}: {warning}")
+    return kept, failures
 
 
 @dataclass

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -490,6 +490,25 @@ def sample_frames(
     result holds ``clips × num_frames`` frames (see ``sample_indices``; ``Clip.split``). Frames
     are ``size``×``size`` as ``fit`` says (``square_resize``).
     """
+    return _sample(path, lambda count: sample_indices(count, num_frames, mode, rng, clips), num_frames, size, fit,
+                   frame_count)
+
+
+def sample_views(path: Source, num_frames: int, size: int | None, rngs: Sequence[np.random.Generator | None],
+                 fit: Fit = Fit.CROP) -> list[Clip]:
+    """Several samplings of one video in one decoding pass: a uniform one for each None in
+    ``rngs``, a random one (``sample_frames``'s "random" with that generator) for each other;
+    each the clip ``sample_frames`` gives alone, pixel for pixel."""
+    def chosen(count: int) -> np.ndarray:
+        return np.concatenate([sample_indices(count, num_frames, "uniform" if rng is None else "random", rng)
+                               for rng in rngs])
+
+    return _sample(path, chosen, num_frames, size, fit).split(len(rngs))
+
+
+def _sample(path: Source, choose: Callable[[int], np.ndarray], num_frames: int, size: int | None, fit: Fit,
+            frame_count: int | None = None) -> Clip:
+    """The frames at ``choose(frame count)`` in one pass (seeking where it pays), as one Clip."""
     path = as_source(path)
     resize = functools.partial(square_resize, size=size, fit=fit)
     warnings: list[str] = []
@@ -499,7 +518,7 @@ def sample_frames(
         header = _header_frame_count(capture)
         guess = frame_count or header
         if guess > 0:
-            chosen = sample_indices(guess, num_frames, mode, rng, clips)
+            chosen = choose(guess)
             if _worth_seeking(path, guess, len(chosen)):
                 frames = _seek_chosen(capture, chosen, resize, guess, _Costs())
                 if frames is not None:
@@ -524,7 +543,7 @@ def sample_frames(
         warnings.append(f"decoded only {decoded} of the {header} frames the header claims "
                         "(file may be truncated); sampled from the frames that decode")
     # Second pass with the true count: rare, only when the header lied.
-    chosen = sample_indices(decoded, num_frames, mode, rng, clips)
+    chosen = choose(decoded)
     capture = _open(path)
     try:
         frames, _ = _decode_chosen(capture, chosen, resize, path)
