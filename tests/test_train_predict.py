@@ -750,7 +750,7 @@ def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: 
 
 
 def test_val_split_0_cross_validates_and_resumes_after_kill_9_to_the_same_model(tmp_path: Path) -> None:
-    """--val-split 0: every clip trains, the choices come from 3-fold cross-validation (each
+    """--val-split 0: every clip trains, the choices come from 2-fold cross-validation (each
     finished fold checkpointed); killed mid-way and resumed, the run skips the finished folds and
     ends with the model an uninterrupted run makes."""
     import torch
@@ -766,7 +766,7 @@ def test_val_split_0_cross_validates_and_resumes_after_kill_9_to_the_same_model(
     resumed = run_cli(*args, "--out", str(out), "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming cross-validation from" in resumed.stderr and "val:" not in resumed.stderr
-    assert "train: 8 clips" in resumed.stderr and "by 3-fold cross-validation by group over 8 clips" in resumed.stderr
+    assert "train: 8 clips" in resumed.stderr and "by 2-fold cross-validation by group over 8 clips" in resumed.stderr
     assert "cross-validated, out of fold (8 clips; may share people" in resumed.stdout
     assert not folds.exists() and not out.with_name(out.name + ".ckpt").exists()
     whole = run_cli(*args, "--out", str(tmp_path / "whole.vidclf"), env=env)
@@ -846,8 +846,8 @@ def test_train_from_a_manifest_keeps_groups_apart_and_says_so(tmp_path: Path) ->
     grouped = run_cli("train", str(manifest), "--out", str(tmp_path / "g.vidclf"), *common, env=env)
     assert grouped.returncode == 0, grouped.stderr
     assert "train: 8 clips (4 groups)" in grouped.stderr and "val:" not in grouped.stderr
-    assert "by 3-fold cross-validation by group over 8 clips" in grouped.stderr
-    assert grouped.stderr.count("held-out clips right after the full schedule") == 3
+    assert "by 2-fold cross-validation by group over 8 clips" in grouped.stderr
+    assert grouped.stderr.count("held-out clips right after the full schedule") == 2
     assert "epoch 2/2" in grouped.stderr and "(cross-validated)" in grouped.stderr
     assert "cross-validated, out of fold (8 clips)" in grouped.stdout and "top-1 correct [95% CI]" in grouped.stdout
     assert "may share people" not in grouped.stdout + grouped.stderr

@@ -17,7 +17,7 @@ from vidclf.model import fuse
 
 MAX_P = 0.05  # a choice replaces the default only with a sign-test win this significant
 VAL_ENOUGH = 5  # validation clips in the smallest class below which decisions are cross-validated
-CV_FOLDS = 3
+CV_FOLDS = 2
 
 
 def significantly_better(correct: Tensor, baseline: Tensor) -> bool:
