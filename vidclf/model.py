@@ -67,15 +67,16 @@ def flow_derivatives(flow: Tensor) -> Tensor:
 
 
 class MotionEncoder(nn.Module):
-    """One flow map per step (N, 2, M, M) → a feature vector: a small CNN, pooled."""
+    """One flow map's ``flow_derivatives`` per step (N, 4, M, M) → a feature vector: a small
+    CNN, pooled."""
 
     def __init__(self, out_dim: int) -> None:
         super().__init__()
         self.body = nn.Sequential(_conv_block(2 * FLOW_CHANNELS, 16), _conv_block(16, 32), _conv_block(32, 64))
         self.proj = nn.Sequential(nn.Linear(64, out_dim), nn.ReLU(inplace=True))
 
-    def forward(self, flow: Tensor) -> Tensor:
-        return self.proj(self.body(flow_derivatives(flow)).mean(dim=(2, 3)))
+    def forward(self, derivatives: Tensor) -> Tensor:
+        return self.proj(self.body(derivatives).mean(dim=(2, 3)))
 
 
 class TemporalHead(nn.Module):
@@ -194,7 +195,9 @@ class VideoClassifier(nn.Module):
         streams = {stream for stream, _ in needed}
         inputs = {"appearance": appearance if appearance is not None else self.appearance_features(rgb)
                   } if "appearance" in streams else {}
-        inputs |= {s: x for s, x in zip(self.flows, motion.split(FLOW_CHANNELS, dim=2)) if s in streams}
+        # A stream's derivatives computed once, for both of its encoders.
+        inputs |= {s: flow_derivatives(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+                   for s, x in zip(self.flows, motion.split(FLOW_CHANNELS, dim=2)) if s in streams}
         main = {s for s, kind in needed if not self._reads_mean_encoder(s, kind)}
         features = {s: _per_step(self._main_encoder(s), x) for s, x in inputs.items() if s in main}
         mean_features = {s: _per_step(encoder, inputs[s]) for s, encoder in self.mean_encoders.items()
