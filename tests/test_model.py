@@ -666,3 +666,21 @@ def test_metadata_that_is_not_json_is_refused(tmp_path: Path) -> None:
     torch.save({**payload, "metadata": "{not json"}, path)
     with pytest.raises(ModelFileError, match="m.vidclf: not a vidclf model file"):
         read_metadata(path)
+
+
+def test_frozen_features_encode_each_distinct_frame_once_with_the_same_result() -> None:
+    """Training caches Lite0 features of a clip's views together: views of a short clip share
+    most frames, and each distinct frame goes through Lite0 once, giving the features a frame
+    by frame encoding gives."""
+    from vidclf.train import distinct_frame_features
+
+    model = VideoClassifier(ModelConfig(("a", "b")), pretrained=False).eval()
+    frames = torch.randint(0, 256, (10, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    views = frames[torch.tensor([[0, 2, 4, 6], [1, 2, 5, 6], [0, 3, 4, 9]])]  # 3 views, 8 distinct frames
+    seen = []
+    model.backbone.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    with torch.inference_mode():
+        together = distinct_frame_features(model, views)
+        alone = model.appearance_features(views)
+    assert seen == [8, 12] and together.shape == alone.shape == (3, 4, 1280)
+    assert torch.allclose(together, alone, atol=1e-5)

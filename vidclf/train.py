@@ -327,13 +327,22 @@ def encode_features(model: VideoClassifier, frames: CachedClips, missing: list[K
     bar = progress(total=len(mine), desc="features", unit="view")
     for batch in loader(frames, mine, 8, workers, device):
         with torch.inference_mode():
-            encoded = model.appearance_features(batch.rgb.to(device)).float().cpu().numpy().astype(np.float16)
+            encoded = distinct_frame_features(model, batch.rgb.to(device)).float().cpu().numpy().astype(np.float16)
         for key, array in zip(batch.keys, encoded):
             path = feature_cache_path(frames.digests[key.clip], frames.spec, key.view, frames.seed, key.mirror)
             save_npz(path, {"features": array})
         bar.update(len(batch.keys))
     bar.close()
     parallel.barrier()
+
+
+def distinct_frame_features(model: VideoClassifier, rgb: Tensor) -> Tensor:
+    """``model.appearance_features`` of frames (N, T, S, S, 3), each distinct frame encoded
+    once: the views of a short clip share most of their frames."""
+    frames = rgb.flatten(0, 1)
+    distinct, where = torch.unique(frames.flatten(1), dim=0, return_inverse=True)
+    features = model.appearance_features(distinct.reshape(1, -1, *frames.shape[1:]))[0]
+    return features[where].reshape(*rgb.shape[:2], -1)
 
 
 def prepare_inputs(model: VideoClassifier, splits: Splits, options: TrainOptions, device: torch.device,
