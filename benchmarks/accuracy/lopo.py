@@ -2,12 +2,15 @@
 
 Usage: .venv/bin/python benchmarks/accuracy/lopo.py [--folds 9] [--actions bend,jack,...]
                                                      [--train-people N] [--train-args "..."] [--reports DIR]
+                                                     [--cache DIR]
 
 For each test person: a manifest (path,label,group,split) puts that person's clips in `test`
 and the others in `train`; `vidclf train` splits its validation by person (the manifest's group
 column), `vidclf eval` scores the held-out person. ``--actions`` and ``--train-people`` build the
 few-clip variant (e.g. 3 actions, 2 training people). Prints a row per fold and the mean and
 spread of top-1; skips with a line saying so when ../shared/weizmann_silhouettes is absent.
+Training times include decoding unless ``--cache`` names a cache kept from an earlier run
+(then a run of comparisons skips the ~8 minutes of decoding and feature encoding).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--train-people", type=int, help="train on only the N people after the test one")
     parser.add_argument("--train-args", default="", help="extra options for every vidclf train")
     parser.add_argument("--reports", type=Path, help="save each fold's training log and eval JSON here")
+    parser.add_argument("--cache", type=Path, help="VIDCLF_CACHE_DIR to keep between runs (default: a fresh one)")
     args = parser.parse_args()
     if not (args.data / "labels.csv").is_file():
         print(f"skipped: no Weizmann silhouettes at {args.data}")
@@ -61,7 +65,7 @@ def main() -> None:
     print("| test person | train people | test clips | top-1 | train s |\n|---|---:|---:|---:|---:|", flush=True)
     scores = []
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "VIDCLF_CACHE_DIR": str(Path(tmp) / "cache")}
+        env = {**os.environ, "VIDCLF_CACHE_DIR": str(args.cache or Path(tmp) / "cache")}
         for n, person in enumerate(people[: args.folds]):
             others = (people[n + 1:] + people[:n])[: args.train_people or len(people)]
             manifest, model = Path(tmp) / f"{person}.csv", Path(tmp) / f"{person}.vidclf"
