@@ -323,14 +323,14 @@ def load_views(path: Path, digest: str, spec: SamplingSpec, views: int, seed: in
     """Views 0 … views-1 of a clip from the cache; those absent or damaged are decoded (in one
     pass) and cached. Returns them and any decode warnings."""
     paths = [view_cache_path(digest, spec, view, seed) for view in range(views)]
-    found = [read_npz(cached, "rgb", "motion", "length") for cached in paths]
-    missing = [view for view, arrays in enumerate(found) if arrays is None]
+    loaded = [read_npz(cached, "rgb", "motion", "length") for cached in paths]
+    found = [None if arrays is None else ClipInputs(arrays[0], arrays[1], int(arrays[2])) for arrays in loaded]
+    missing = [view for view, inputs in enumerate(found) if inputs is None]
     computed, warnings = compute_views(path, digest, spec, missing, seed) if missing else ([], ())
     for view, inputs in zip(missing, computed):
         save_npz(paths[view], {"rgb": inputs.rgb, "motion": inputs.motion, "length": np.array(inputs.length)})
-    fresh = dict(zip(missing, computed))
-    return [fresh.get(view) or ClipInputs(arrays[0], arrays[1], int(arrays[2])) for view, arrays in enumerate(found)
-            ], warnings
+        found[view] = inputs
+    return found, warnings
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -435,8 +435,7 @@ def _result(pool: ProcessPoolExecutor, future: Future) -> U:
         try:
             return future.result(timeout=DEAD_WORKER_CHECK_S)
         except TimeoutError:
-            processes = list((getattr(pool, "_processes", None) or {}).values())
-            if not any(process.exitcode is not None for process in processes):
+            if not any(process.exitcode is not None for process in _processes(pool)):
                 continue
             _kill(pool)
             raise BrokenProcessPool("a worker died while sending its result") from None
@@ -446,10 +445,15 @@ def _kill(pool: ProcessPoolExecutor) -> None:
     """Kill the pool's workers and close the parent's copy of the result pipe's writer
     (private: the one way to unblock a manager thread reading half a message); the manager
     thread then breaks the pool and ends."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in _processes(pool):
         process.kill()
     if getattr(pool, "_result_queue", None) is not None:
         pool._result_queue._writer.close()
+
+
+def _processes(pool: ProcessPoolExecutor) -> list[multiprocessing.Process]:
+    """The pool's worker processes (private; none once it is shut down)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
 
 
 def _stop(pool: ProcessPoolExecutor, running: bool) -> None:

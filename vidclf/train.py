@@ -258,8 +258,9 @@ def too_few_to_decide(val: Sequence[LabelledVideo], labels: Iterable[str]) -> bo
 def decode_views(items: Sequence[LabelledVideo], digests: Sequence[str], spec: SamplingSpec, views: int, seed: int,
                  workers: int, log: Log, desc: str) -> tuple[list[int], list[str]]:
     """Cache ``views`` samplings of every clip, decoded in one pass a clip (each rank decodes
-    its share, in ``workers`` processes; only small results travel back). Returns the indices of the clips whose views
-    all decoded, and one line per clip that failed — the rest still go through."""
+    its share, in ``workers`` processes; only small results travel back). Returns the indices
+    of the clips whose views all decoded, and one line per clip that failed — the rest still
+    go through."""
     jobs = [(item.path, digest, spec, views, seed) for item, digest in zip(items, digests)]
     run = functools.partial(pool_map, cache_views, workers=workers, desc=desc, unit="clip",
                             died=lambda job: ((), f"{job[0]}: {DIED}"))
@@ -270,8 +271,8 @@ def decode_views(items: Sequence[LabelledVideo], digests: Sequence[str], spec: S
             failures.append(error)
             continue
         kept.append(n)
-        for warning in warnings[:1]:
-            log(f"warning: {items[n].path}: {warning}")
+        if warnings:  # the first is enough: the clip's views share one decoding
+            log(f"warning: {items[n].path}: {warnings[0]}")
     return kept, failures
 
 
