@@ -927,3 +927,33 @@ def test_a_stream_that_drops_mid_file_keeps_what_came(workspace: dict, two_part_
     lines = [json.loads(line) for line in windows.stdout.splitlines()]
     assert windows.returncode == 0, windows.stderr
     assert len(lines) >= 3 and all("start_s" in line for line in lines)
+
+
+def test_a_model_whose_motion_heads_all_weigh_0_predicts_from_frames_alone(tmp_path: Path) -> None:
+    """Validation can give every motion head weight 0 (classes told apart by what is seen):
+    prediction then computes no optical flow at all, and scores as the full network does."""
+    import numpy as np
+    import torch
+
+    from vidclf.config import ModelConfig
+    from vidclf.model import VideoClassifier
+    from vidclf.modelfile import save_model
+    from vidclf.predict import Predictor
+    from vidclf.video import sample_frames
+
+    torch.manual_seed(0)
+    model = VideoClassifier(ModelConfig(("grow", "shrink"), frames=8, size=64, motion_size=16)).eval()
+    model.stream_weights.copy_(torch.tensor([1.0 if name.startswith("appearance") else 0.0
+                                             for name in model.config.head_names]) / 2)
+    save_model(model, tmp_path / "seen.vidclf", {})
+    clip = Path(__file__).parents[1] / "sample_clips" / "grow" / "grow_000.mp4"
+    predictor = Predictor(tmp_path / "seen.vidclf")
+    assert predictor.flows == [] and predictor.reads_frames
+    result = run_cli("predict", str(clip), "-m", str(tmp_path / "seen.vidclf"), "-f", "json", env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    scores = {item["label"]: item["score"] for item in json.loads(result.stdout)[0]["labels"]}
+    frames = torch.from_numpy(sample_frames(clip, 8, 64).frames)[None]
+    with torch.inference_mode():  # any flow maps: the motion heads weigh nothing
+        expected = model(torch.tensor([8]), rgb=frames, motion=torch.randn(1, 8, 4, 16, 16)).softmax(1)[0]
+    assert [scores["grow"], scores["shrink"]] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert np.isclose(sum(scores.values()), 1.0)
