@@ -3,20 +3,25 @@
 Usage: python benchmarks/encoder_speed.py [--repeats 15]
 Runs each encoder (eval mode, torch.inference_mode) on a batch of 4 clips × 16 frames and
 prints the median time per clip; then a Lite0 fine-tuning step (forward + backward) with every
-layer trained against vidclf's (the first layers fixed), and the cost of each kind of motion
-map per clip. Not a test.
+layer trained against vidclf's (the first layers fixed), each also with BatchNorm run as its own
+layer instead of folded into the convs (as before vidclf folded it), and the cost of each kind
+of motion map per clip. Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vidclf.config import ModelConfig
+from vidclf.lite0 import ConvBN
 from vidclf.model import VideoClassifier
 from vidclf.motion import FLOWS, clip_motion
 
@@ -31,6 +36,25 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+@contextlib.contextmanager
+def batchnorm_unfolded() -> Iterator[None]:
+    """Lite0's convs followed by BatchNorm as a layer of its own, as before vidclf folded it."""
+    folded = ConvBN.forward
+
+    def forward(self: ConvBN, x: torch.Tensor) -> torch.Tensor:
+        weight = self.conv.weight
+        if self.conv.stride[0] != 1:
+            weight = F.pad(weight, [1 - x.shape[3] % 2, 0, 1 - x.shape[2] % 2, 0])
+        x = self.bn(F.conv2d(x, weight, None, self.conv.stride, self.conv.padding, 1, self.conv.groups))
+        return F.relu6(x, inplace=True) if self.act else x
+
+    ConvBN.forward = forward
+    try:
+        yield
+    finally:
+        ConvBN.forward = folded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -42,13 +66,15 @@ def main() -> None:
     for size in (112, 160):
         model = VideoClassifier(ModelConfig(labels=["a", "b"], size=size), pretrained=False).eval()
         rgb = torch.randint(0, 256, (clips, 16, size, size, 3), dtype=torch.uint8)
-        for layout in ("channels_last", "contiguous"):
+        for layout, batchnorm in (("channels_last", "folded"), ("channels_last", "unfolded"), ("contiguous", "folded")):
             def run() -> None:
                 with torch.inference_mode():
                     x = rgb.flatten(0, 1).permute(0, 3, 1, 2).float().div_(255)
                     x = x.contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
                     model.backbone(x)
-            print(f"| lite0 | {size} | {layout} | {median_ms(run, args.repeats) / clips:.1f} |", flush=True)
+            with batchnorm_unfolded() if batchnorm == "unfolded" else contextlib.nullcontext():
+                print(f"| lite0 | {size} | {layout}, BatchNorm {batchnorm} | {median_ms(run, args.repeats) / clips:.1f} |",
+                      flush=True)
     finetune_step_table(clips, args.repeats)
     frames = sample_clip_frames()
     print("\n| motion maps, 16 frames at 112 px → 32×32 | ms per clip |\n|---|---:|")
@@ -58,21 +84,23 @@ def main() -> None:
 
 def finetune_step_table(clips: int, repeats: int) -> None:
     """Forward + backward through Lite0 at 112 px, as in a fine-tuning epoch."""
-    model = VideoClassifier(ModelConfig(labels=["a", "b"]), pretrained=False)
-    model.freeze_backbone(False)
-    model.train()
+    model = VideoClassifier(ModelConfig(labels=["a", "b"]), pretrained=False).train()
     x = torch.rand(clips * 16, 3, 112, 112).contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
         model.backbone(x).mean().backward()
 
-    print("\n| Lite0 fine-tuning step, 112 px | ms per clip |\n|---|---:|")
-    fixed = median_ms(step, repeats) / clips
-    model.backbone.requires_grad_(True)
-    every = median_ms(step, repeats) / clips
-    print(f"| every layer trained | {every:.1f} |\n| stem + first {model.backbone.fixed_blocks} blocks fixed (vidclf) "
-          f"| {fixed:.1f} |\n| ratio | {fixed / every:.2f} |", flush=True)
+    print("\n| Lite0 fine-tuning step, 112 px | BatchNorm folded | unfolded | ratio |\n|---|---:|---:|---:|")
+    for name, every_layer in ((f"stem + first {model.backbone.fixed_blocks} blocks fixed (vidclf)", False),
+                              ("every layer trained", True)):
+        model.freeze_backbone(False)  # vidclf's: all but the fixed layers learn
+        if every_layer:
+            model.backbone.requires_grad_(True)
+        folded = median_ms(step, repeats) / clips
+        with batchnorm_unfolded():
+            unfolded = median_ms(step, repeats) / clips
+        print(f"| {name} | {folded:.1f} | {unfolded:.1f} | {folded / unfolded:.2f} |", flush=True)
 
 
 def sample_clip_frames() -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from vidclf.lite0 import (
+    ConvBN,
     LITE0_WEIGHTS_SHA256,
     EfficientNetLite0,
     Lite0WeightsError,
@@ -113,3 +114,32 @@ def test_train_step_runs() -> None:
     loss.backward()
     assert model.stem.conv.weight.grad is not None
     assert torch.isfinite(model.stem.conv.weight.grad).all()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_batchnorm_with_fixed_statistics_folded_into_the_conv_computes_and_trains_as_conv_then_batchnorm(stride: int) -> None:
+    torch.manual_seed(0)
+    block = ConvBN(8, 16, 3, stride).eval()  # eval: BatchNorm reads its running statistics, as vidclf always runs it
+    with torch.no_grad():
+        block.bn.running_mean.uniform_(-1, 1), block.bn.running_var.uniform_(0.5, 2)
+        block.bn.weight.uniform_(0.5, 1.5), block.bn.bias.uniform_(-1, 1)
+    x = torch.randn(2, 8, 14, 14)
+    textbook = ConvBN(8, 16, 3, stride).eval()
+    textbook.load_state_dict(block.state_dict())
+    textbook.bn.train()  # the unfolded path; then batch_norm with the running statistics by hand
+    conv = textbook.conv.weight if stride == 1 else torch.nn.functional.pad(textbook.conv.weight, [1, 0, 1, 0])
+    y = torch.nn.functional.conv2d(x, conv, None, stride, 1, 1, 1)
+    bn = textbook.bn
+    expected = torch.nn.functional.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    folded = block(x)
+    assert (folded - expected.clamp(0, 6)).abs().max() < 1e-5
+    folded.square().sum().backward()
+    expected.clamp(0, 6).square().sum().backward()
+    for mine, theirs in ((block.conv.weight, textbook.conv.weight), (block.bn.weight, bn.weight), (block.bn.bias, bn.bias)):
+        assert torch.allclose(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_in_training_mode_still_uses_the_batch_statistics() -> None:
+    block = ConvBN(3, 4, act=False).train()
+    y = block(torch.randn(8, 3, 6, 6) * 5 + 3)
+    assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-5  # normalised by the batch's own mean
