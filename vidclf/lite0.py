@@ -38,7 +38,8 @@ def lite0_normalize(rgb01: Tensor) -> Tensor:
 
 
 class ConvBN(nn.Module):
-    """Conv (no bias) + BatchNorm (+ ReLU6), with TensorFlow 'SAME' padding."""
+    """Conv (no bias) + BatchNorm (+ ReLU6), with TensorFlow 'SAME' padding; BatchNorm with fixed
+    statistics (eval mode, as vidclf always runs it) is folded into the conv."""
 
     def __init__(self, cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1,
                  act: bool = True) -> None:
@@ -52,8 +53,8 @@ class ConvBN(nn.Module):
         weight, bias = self.conv.weight, None
         if not self.bn.training:
             # BatchNorm with fixed statistics is a per-channel affine map: folded into the conv's
-            # weights and bias it costs nothing (CPU, 2 threads: inference 0.7x the time, a
-            # fine-tuning step 0.85x; benchmarks/encoder_speed.py), and still trains its scale and shift.
+            # weights and bias it costs nothing (CPU, 2 threads: inference 0.68x the time, a
+            # fine-tuning step 0.88x; benchmarks/encoder_speed.py), and still trains its scale and shift.
             scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
             weight, bias = weight * scale[:, None, None, None], self.bn.bias - self.bn.running_mean * scale
         if self.conv.stride[0] != 1:
