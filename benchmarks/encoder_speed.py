@@ -42,10 +42,7 @@ def batchnorm_unfolded() -> Iterator[None]:
     folded = ConvBN.forward
 
     def forward(self: ConvBN, x: torch.Tensor) -> torch.Tensor:
-        weight = self.conv.weight
-        if self.conv.stride[0] != 1:
-            weight = F.pad(weight, [1 - x.shape[3] % 2, 0, 1 - x.shape[2] % 2, 0])
-        x = self.bn(F.conv2d(x, weight, None, self.conv.stride, self.conv.padding, 1, self.conv.groups))
+        x = self.bn(self.convolve(x, self.conv.weight, None))
         return F.relu6(x, inplace=True) if self.act else x
 
     ConvBN.forward = forward

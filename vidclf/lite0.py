@@ -57,16 +57,20 @@ class ConvBN(nn.Module):
             # fine-tuning step 0.88x; benchmarks/encoder_speed.py), and still trains its scale and shift.
             scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
             weight, bias = weight * scale[:, None, None, None], self.bn.bias - self.bn.running_mean * scale
+        x = self.convolve(x, weight, bias)
+        if self.bn.training:
+            x = self.bn(x)
+        return F.relu6(x, inplace=True) if self.act else x
+
+    def convolve(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The conv with ``weight`` and ``bias``, TF 'SAME' padded."""
         if self.conv.stride[0] != 1:
             # Stride 2 on an even size: TF 'SAME' pads one pixel less on the top/left than
             # the symmetric k//2 the conv applies. Instead of F.pad (a copy of a large
             # activation: ~15% of CPU inference time at 160 px), prepend a zero tap to the
             # kernel on that side: same windows, bit-identical output, any input size.
             weight = F.pad(weight, [1 - x.shape[3] % 2, 0, 1 - x.shape[2] % 2, 0])
-        x = F.conv2d(x, weight, bias, self.conv.stride, self.conv.padding, 1, self.conv.groups)
-        if self.bn.training:
-            x = self.bn(x)
-        return F.relu6(x, inplace=True) if self.act else x
+        return F.conv2d(x, weight, bias, self.conv.stride, self.conv.padding, 1, self.conv.groups)
 
 
 class MBConv(nn.Module):
