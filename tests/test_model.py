@@ -514,7 +514,7 @@ def test_cross_validation_keeps_the_full_schedule_and_even_weights_unless_beaten
     """Out-of-fold logits of two streams (one head each) over 3 epochs, 12 clips: epoch 2 wins
     5 clips the last epoch misses (p = 1/32) or only 4 (p = 1/16); the weighting that trusts
     stream "a" wins 6 or 2 clips over the even one."""
-    from vidclf.selection import cross_validated_choice
+    from vidclf.selection import cross_validated_choice, scored_epochs
 
     heads, targets = [("a", "lstm"), ("b", "lstm")], torch.arange(12) % 3
     right = nn.functional.one_hot(targets, 3).float()
@@ -528,18 +528,23 @@ def test_cross_validation_keeps_the_full_schedule_and_even_weights_unless_beaten
 
     even = (0.5, 0.5)
     late = outputs(12, 0)  # after the last epoch: both streams right everywhere
-    chosen = cross_validated_choice(heads, [outputs(12, 0), outputs(12, 0), late], targets, even)
+    chosen = cross_validated_choice(heads, {1: outputs(12, 0), 2: outputs(12, 0), 3: late}, targets, even)
     assert (chosen.epochs, chosen.weights) == (3, even)  # ties go to the full schedule
     # even weights are right only where b is: b wrong on the first 6 clips, a right on all of them
-    beaten = cross_validated_choice(heads, [outputs(12, 6), outputs(12, 6), outputs(12, 6)], targets, even)
+    beaten = cross_validated_choice(heads, {1: outputs(12, 6), 2: outputs(12, 6), 3: outputs(12, 6)}, targets, even)
     assert beaten.epochs == 3 and beaten.weights[0] > beaten.weights[1]
-    narrow = cross_validated_choice(heads, [outputs(2, 2), outputs(2, 2), outputs(2, 2)], targets, even)
+    narrow = cross_validated_choice(heads, {1: outputs(2, 2), 2: outputs(2, 2), 3: outputs(2, 2)}, targets, even)
     assert narrow.weights == even  # another weighting could win 2 clips at most: noise
-    early = [outputs(0, 0), outputs(12, 0), outputs(12, 5)]  # the last epoch lost 5 clips epoch 2 had
+    early = {1: outputs(0, 0), 2: outputs(12, 0), 3: outputs(12, 5)}  # the last epoch lost 5 clips epoch 2 had
     assert cross_validated_choice(heads, early, targets, even).epochs == 2
-    four = [outputs(0, 0), outputs(12, 0), outputs(12, 4)]
+    four = {1: outputs(0, 0), 2: outputs(12, 0), 3: outputs(12, 4)}
     assert cross_validated_choice(heads, four, targets, even).epochs == 3
     assert all("sign-test p ≤ 0.05" in note for note in chosen.notes)
+    # only scored epochs can be chosen: every 5th and the last
+    assert scored_epochs(60) == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60]
+    assert scored_epochs(12) == [5, 10, 12] and scored_epochs(3) == [3]
+    sparse = {5: outputs(0, 0), 10: outputs(12, 0), 12: outputs(12, 5)}
+    assert cross_validated_choice(heads, sparse, targets, even).epochs == 10
 
 
 def test_fine_tuning_must_beat_the_frozen_model_significantly_to_replace_it() -> None:

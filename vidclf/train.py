@@ -46,7 +46,8 @@ from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
 from vidclf.model import Lite0Features, VideoClassifier, fuse
 from vidclf.modelfile import ModelFileError, save_model
 from vidclf.selection import (
-    CV_FOLDS, MAX_P, VAL_ENOUGH, Choice, choose_stream_weights, cross_validated_choice, significantly_better,
+    CV_FOLDS, MAX_P, VAL_ENOUGH, Choice, choose_stream_weights, cross_validated_choice, scored_epochs,
+    significantly_better,
 )
 from vidclf.progress import progress
 
@@ -521,7 +522,7 @@ def _refused(path: Path, difference: str) -> DatasetError:
 
 def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, options: TrainOptions, device: torch.device,
         log: Log, stage: Stage, history: Sequence[EpochRecord] = (), best: Best | None = None,
-        after_epoch: Callable[[], None] = lambda: None) -> tuple[Best, list[EpochRecord]]:
+        after_epoch: Callable[[int], None] = lambda step: None) -> tuple[Best, list[EpochRecord]]:
     """One stage: AdamW + cosine decay over ``stage.epochs``, a checkpoint after every epoch
     (unless ``stage.checkpoint`` is None). With ``val``: early stopping, and the best epoch and
     fusion weights chosen on it; without: the full schedule, and the model as it ends.
@@ -558,7 +559,7 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
         if correct is not None and best.beaten_by(val_acc, val_loss, correct):
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best = best.replaced_by(epoch, val_acc, val_loss, state, correct)
-        after_epoch()
+        after_epoch(step)
         log(f"{prefix}epoch {step}/{stage.epochs}  train loss {train_loss:.3f} acc {train_acc:.3f}"
             + (f"  val loss {val_loss:.3f} acc {val_acc:.3f}" if val is not None else "")
             + f"  {history[-1].seconds:.1f}s" + ("  *best" if best.epoch == epoch else ""))
@@ -622,7 +623,8 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
     data, clips = inputs.train(), inputs.train_items
     folds = min(CV_FOLDS, len({group_key(item) for item in clips}))
     clip_fold = torch.tensor(group_folds(clips, folds, options.seed))
-    path, key = checkpoint_path(options.out, "cv"), [model.config.to_dict(), inputs.identity(), clip_fold.tolist()]
+    path = checkpoint_path(options.out, "cv")
+    key = [model.config.to_dict(), inputs.identity(), clip_fold.tolist(), scored_epochs(options.epochs)]
     done = _load_folds(path, key) if options.resume else {}
     if done:
         log(f"resuming cross-validation from {path} with {len(done)} of {folds} folds done")
@@ -636,7 +638,7 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
             if parallel.is_main():
                 with atomic_write(path) as handle:
                     torch.save({"key": key, "folds": done}, handle)
-        right = fuse(done[fold][-1], model.stream_weights).argmax(1) == targets[clip_fold == fold]
+        right = fuse(done[fold][options.epochs], model.stream_weights).argmax(1) == targets[clip_fold == fold]
         log(f"fold {fold + 1}/{folds}: {int(right.sum())}/{len(right)} held-out clips right after the full schedule")
     choice = cross_validated_choice(model.config.heads, _pooled(done, clip_fold), targets,
                                     tuple(model.stream_weights.tolist()))
@@ -648,28 +650,32 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
     return choice, report
 
 
-def _fold_logits(inputs: Inputs, train: CachedClips, held: CachedClips) -> list[list[Tensor]]:
+def _fold_logits(inputs: Inputs, train: CachedClips, held: CachedClips) -> dict[int, list[Tensor]]:
     """A fresh copy of the untrained model fits ``train`` for the full schedule; every head's
-    logits on ``held`` after each epoch."""
-    model, logits = copy.deepcopy(inputs.model), []
-    held_batches = eval_loader(held, inputs.options.workers, inputs.device)
-    fit(model, train, None, inputs.options, inputs.device, lambda line: None,
-        Stage("fold", inputs.options.epochs, None, inputs.options.epochs),
-        after_epoch=lambda: logits.append(head_logits(model, held_batches, inputs.device)))
+    logits on ``held`` after each of the ``scored_epochs``, by epoch."""
+    model, logits, epochs = copy.deepcopy(inputs.model), {}, inputs.options.epochs
+    held_batches, scored = eval_loader(held, inputs.options.workers, inputs.device), scored_epochs(epochs)
+
+    def score(step: int) -> None:
+        if step in scored:
+            logits[step] = head_logits(model, held_batches, inputs.device)
+
+    fit(model, train, None, inputs.options, inputs.device, lambda line: None, Stage("fold", epochs, None, epochs),
+        after_epoch=score)
     return logits
 
 
-def _pooled(done: dict[int, list[list[Tensor]]], clip_fold: Tensor) -> list[list[Tensor]]:
+def _pooled(done: dict[int, dict[int, list[Tensor]]], clip_fold: Tensor) -> dict[int, list[Tensor]]:
     """Every clip's out-of-fold logits, in clip order: ``[epoch][head]`` of shape (clips, classes)."""
-    pooled = [[torch.empty(len(clip_fold), head.shape[1]) for head in epoch] for epoch in done[0]]
+    pooled = {epoch: [torch.empty(len(clip_fold), head.shape[1]) for head in heads] for epoch, heads in done[0].items()}
     for fold, epochs in done.items():
-        for epoch, heads in zip(pooled, epochs):
-            for into, logits in zip(epoch, heads):
+        for epoch, heads in epochs.items():
+            for into, logits in zip(pooled[epoch], heads):
                 into[clip_fold == fold] = logits
     return pooled
 
 
-def _load_folds(path: Path, key: list[object]) -> dict[int, list[list[Tensor]]]:
+def _load_folds(path: Path, key: list[object]) -> dict[int, dict[int, list[Tensor]]]:
     """The finished folds of an interrupted cross-validation with the same ``key``, if any."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
