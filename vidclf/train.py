@@ -623,8 +623,8 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
     data, clips = inputs.train(), inputs.train_items
     folds = min(CV_FOLDS, len({group_key(item) for item in clips}))
     clip_fold = torch.tensor(group_folds(clips, folds, options.seed))
-    path = checkpoint_path(options.out, "cv")
-    key = [model.config.to_dict(), inputs.identity(), clip_fold.tolist(), scored_epochs(options.epochs)]
+    path, scored = checkpoint_path(options.out, "cv"), scored_epochs(options.epochs)
+    key = [model.config.to_dict(), inputs.identity(), clip_fold.tolist(), scored]
     done = _load_folds(path, key) if options.resume else {}
     if done:
         log(f"resuming cross-validation from {path} with {len(done)} of {folds} folds done")
@@ -634,7 +634,7 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
         if fold not in done:
             held = (clip_fold == fold).nonzero().flatten().tolist()
             rest = (clip_fold != fold).nonzero().flatten().tolist()
-            done[fold] = _fold_logits(inputs, data.subset(rest), data.subset(held))
+            done[fold] = _fold_logits(inputs, data.subset(rest), data.subset(held), scored)
             if parallel.is_main():
                 with atomic_write(path) as handle:
                     torch.save({"key": key, "folds": done}, handle)
@@ -650,11 +650,11 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
     return choice, report
 
 
-def _fold_logits(inputs: Inputs, train: CachedClips, held: CachedClips) -> dict[int, list[Tensor]]:
+def _fold_logits(inputs: Inputs, train: CachedClips, held: CachedClips, scored: list[int]) -> dict[int, list[Tensor]]:
     """A fresh copy of the untrained model fits ``train`` for the full schedule; every head's
-    logits on ``held`` after each of the ``scored_epochs``, by epoch."""
+    logits on ``held`` after each epoch in ``scored``, by epoch."""
     model, logits, epochs = copy.deepcopy(inputs.model), {}, inputs.options.epochs
-    held_batches, scored = eval_loader(held, inputs.options.workers, inputs.device), scored_epochs(epochs)
+    held_batches = eval_loader(held, inputs.options.workers, inputs.device)
 
     def score(step: int) -> None:
         if step in scored:
