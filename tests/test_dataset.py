@@ -165,14 +165,16 @@ def test_streamed_batches_are_the_arrays_in_memory_bit_for_bit() -> None:
     generator = torch.Generator().manual_seed(5)
     n, views = 24, 3
     motion = torch.randn(n, 4, 4, 8, 8, generator=generator).half().float()
-    appearance = torch.randn(n, 4, 1280, generator=generator).half().float()
-    data = cached_clips(motion, torch.arange(n) % 2, torch.full((n,), 4), "in-memory", appearance=appearance, views=views)
+    appearance, flow_images = torch.randn(2, n, 4, 1280, generator=generator).half().float()
+    data = cached_clips(motion, torch.arange(n) % 2, torch.full((n,), 4), "in-memory", appearance=appearance, views=views,
+                        flow_images=flow_images)
     mirrored = motion.flip(4) * torch.tensor([-1.0, 1.0, -1.0, 1.0])[None, :, None, None]
     sampler = EpochSampler(data, hflip=False)
     sampler.set_epoch(2)
     for batch in loader(data, sampler, 5, 0, CPU):
         clips = [key.clip for key in batch.keys]
         assert torch.equal(batch.motion, motion[clips]) and torch.equal(batch.appearance, appearance[clips])
+        assert torch.equal(batch.flow_images, flow_images[clips])
         assert torch.equal(batch.targets, torch.tensor(clips) % 2)
     assert torch.equal(data[Key(3, 2, mirror=False)].motion[0], motion[3])
     assert torch.equal(data.reading("motion")[Key(3, 1, mirror=True)].motion[0], mirrored[3])

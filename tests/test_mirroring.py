@@ -10,7 +10,8 @@ import torch
 
 from cached import cached_clips
 from vidclf.config import ModelConfig, TrainOptions
-from vidclf.dataset import Key
+from vidclf.data import FEATURES
+from vidclf.dataset import Key, mirror_motion
 from vidclf.model import VideoClassifier
 from vidclf.motion import FLOWS, MIRROR_SIGNS, clip_motion
 from vidclf.samples import render_clip
@@ -40,24 +41,30 @@ def test_mirrored_flow_maps_are_the_flow_of_the_mirrored_clip(flow: str) -> None
 
 
 def test_frames_and_frozen_features_are_mirrored_with_the_clip() -> None:
-    """The frozen backbone's features of the mirrored frames are computed (and cached) once;
-    a mirrored clip takes them, its frames and its motion together."""
+    """The frozen backbone's features of the mirrored frames, and of the mirrored clip's flow
+    images, are computed (and cached) once; a mirrored clip takes them, its frames and its
+    motion together."""
     model = VideoClassifier(ModelConfig(labels=("a", "b"), frames=8, size=64, motion_size=16))
     frames = np.stack([moving_clip(label, seed=n) for n, label in enumerate(["move_left", "rotate_cw"])])
     motion = torch.from_numpy(np.stack([clip_motion(f, 16) for f in frames]))
     data = cached_clips(motion, torch.tensor([0, 1]), torch.tensor([8, 8]), "frames", rgb=frames)
 
     log: list[str] = []
-    encode_features(model, data, data.missing_features(1, mirrored=True), 0, torch.device("cpu"), log.append)
+    for name in FEATURES:
+        encode_features(model, data, data.missing_features(1, True, name), name, 0, torch.device("cpu"), log.append)
+        assert not data.missing_features(1, True, name)  # cached: nothing left to encode
     assert sum("encoding 4 clip views" in line for line in log) == 1
-    assert not data.missing_features(1, mirrored=True)  # cached: nothing left to encode
+    assert sum("encoding 4 flow images of clip views" in line for line in log) == 1
     features = data.reading("features")
     with torch.inference_mode():
         expected = model.appearance_features(torch.from_numpy(frames).flip(3))
+        flow_images = model.flow_image_features(mirror_motion(motion.half().float()))  # as cached
     for clip in (0, 1):
         mirrored, plain = features[Key(clip, mirror=True)], features[Key(clip)]
         assert torch.allclose(mirrored.appearance[0], expected[clip].half().float(), atol=1e-3)
         assert not torch.allclose(mirrored.appearance, plain.appearance, atol=1e-2)
+        assert torch.allclose(mirrored.flow_images[0], flow_images[clip].half().float(), atol=1e-3)
+        assert not torch.allclose(mirrored.flow_images, plain.flow_images, atol=1e-2)
         assert torch.equal(mirrored.motion, plain.motion.flip(4) * torch.tensor([-1.0, 1.0] * 2)[None, None, :, None, None])
         assert torch.equal(data[Key(clip, mirror=True)].rgb[0], torch.from_numpy(frames[clip]).flip(2))
         assert torch.equal(data[Key(clip)].rgb[0], torch.from_numpy(frames[clip]))

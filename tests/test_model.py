@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from vidclf.config import REMOVED_OPTIONS, Fit, ModelConfig, TrainOptions
-from vidclf.model import Lite0Features, VideoClassifier, flops_per_clip, flow_derivatives, fuse
+from vidclf.model import (
+    FLOW_IMAGE_FULL_SCALE, Lite0Features, VideoClassifier, flops_per_clip, flow_derivatives, flow_image, fuse,
+)
 from vidclf.modelfile import ModelFileError, load_model, model_info, read_metadata, save_model
 
 LABELS = ["a", "b", "c"]
@@ -49,6 +51,24 @@ def test_every_choice_gives_logits(backbone: str, temporal: str) -> None:
     logits = model(torch.tensor([6, 4]), rgb=rgb, motion=motion)
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
     assert len(model.heads) == len(model.config.heads) == len(model.stream_weights)
+
+
+def test_flow_images_draw_dx_dy_and_speed_as_colour_at_the_frame_size() -> None:
+    """Red and green are dx and dy, blue the speed (-1 at rest), saturating at the full scale."""
+    full = FLOW_IMAGE_FULL_SCALE
+    flow = torch.zeros(4, 2, 8, 8)
+    flow[1, 0], flow[2, 1], flow[3, 0] = full / 2, -full, 3 * full  # right at half scale; up; far right
+    images = flow_image(flow, 32)
+    assert images.shape == (4, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+    centre = images[:, :, 16, 16]
+    assert torch.allclose(centre, torch.tensor([[0.0, 0.0, -1.0], [0.5, 0.0, 0.0], [0.0, -1.0, 1.0], [1.0, 0.0, 1.0]]))
+
+
+def test_a_model_file_from_before_flow_images_rebuilds_without_them() -> None:
+    recorded = {k: v for k, v in ModelConfig(labels=LABELS).to_dict().items() if k != "flow_image"}
+    assert "flow-image" not in ModelConfig.from_dict(recorded).streams
+    assert "flow-image" in ModelConfig.from_dict(ModelConfig(labels=LABELS).to_dict()).streams
+    assert "flow-image" not in ModelConfig(labels=LABELS, backbone="none").streams  # it needs Lite0
 
 
 def test_flow_derivatives_give_divergence_and_curl() -> None:
@@ -114,7 +134,7 @@ def test_lstm_plus_mean_gives_both_heads_and_the_weights_decide_if_order_counts(
     config = small_config(backbone="lite0", temporal="lstm+mean", appearance_temporal="lstm+mean")
     model = VideoClassifier(config).eval()  # pretrained: a frozen Lite0 is rebuilt from its weights on load
     assert config.head_names == ["appearance/lstm", "appearance/mean", "farneback/lstm", "farneback/mean",
-                                 "dis/lstm", "dis/mean"]
+                                 "dis/lstm", "dis/mean", "flow-image/lstm", "flow-image/mean"]
     rgb, motion = make_inputs(1, 6)
     reverse = torch.arange(5, -1, -1)
     lengths = torch.tensor([6])
@@ -134,7 +154,8 @@ def test_lstm_plus_mean_gives_both_heads_and_the_weights_decide_if_order_counts(
 
 def test_head_names_name_the_kind_only_where_a_stream_has_two_heads() -> None:
     config = small_config(backbone="lite0", temporal="lstm+mean", appearance_temporal="mean")
-    assert config.head_names == ["appearance", "farneback/lstm", "farneback/mean", "dis/lstm", "dis/mean"]
+    assert config.head_names == ["appearance", "farneback/lstm", "farneback/mean", "dis/lstm", "dis/mean",
+                                 "flow-image/lstm", "flow-image/mean"]
     assert small_config().head_names == ["farneback", "dis"]
 
 
@@ -236,25 +257,28 @@ def test_frozen_features_do_not_depend_on_mode_or_batch() -> None:
 
 def test_fuse_is_the_weighted_sum_of_log_probabilities_and_forward_uses_the_saved_weights() -> None:
     model = lite0(temporal="lstm").eval()
-    model.stream_weights.copy_(torch.tensor([0.25, 0.25, 0.5]))
+    weights = [0.25, 0.125, 0.5, 0.125]
+    model.stream_weights.copy_(torch.tensor(weights))
     rgb, motion = make_inputs(2, 6)
     lengths = torch.tensor([6, 3])
     heads = model.head_logits(lengths, rgb=rgb, motion=motion)
-    expected = sum(w * h.log_softmax(1) for w, h in zip([0.25, 0.25, 0.5], heads))
-    assert torch.allclose(fuse(heads, [0.25, 0.25, 0.5]), expected)
+    expected = sum(w * h.log_softmax(1) for w, h in zip(weights, heads))
+    assert torch.allclose(fuse(heads, weights), expected)
     assert torch.allclose(model(lengths, rgb=rgb, motion=motion), expected)
-    assert model.stream_weights.tolist() == [0.25, 0.25, 0.5]  # fuse with other weights left the model alone
-    fuse(heads, [1.0, 0.0, 0.0])
-    assert model.stream_weights.tolist() == [0.25, 0.25, 0.5]
+    assert model.stream_weights.tolist() == weights  # fuse with other weights left the model alone
+    fuse(heads, [1.0, 0.0, 0.0, 0.0])
+    assert model.stream_weights.tolist() == weights
 
 
-def test_heads_of_weight_0_are_not_computed_and_their_inputs_never_read() -> None:
-    """Appearance and DIS heads at weight 0: the same scores, Lite0 never runs, and the DIS
-    maps (what prediction leaves at zero) do not matter."""
+@pytest.mark.parametrize("weighing", ["farneback", "flow-image"])
+def test_heads_of_weight_0_are_not_computed_and_their_inputs_never_read(weighing: str) -> None:
+    """Only Farneback's heads, or only the flow images' (drawn from Farneback's maps), at
+    nonzero weight: the same scores, the appearance Lite0 never runs, and the DIS maps (what
+    prediction leaves at zero) do not matter."""
     model = lite0(temporal="lstm+mean").eval()
     names = model.config.head_names
-    model.stream_weights.copy_(torch.tensor([0.5 if name.startswith("farneback") else 0.0 for name in names]))
-    assert model.used_streams == {"farneback"}
+    model.stream_weights.copy_(torch.tensor([0.5 if name.startswith(weighing + "/") else 0.0 for name in names]))
+    assert model.used_streams == {weighing} and model.used_flows == ["farneback"]
     rgb, motion = make_inputs(2, 6)
     lengths = torch.tensor([6, 4])
     expected = fuse(model.head_logits(lengths, rgb=rgb, motion=motion), model.stream_weights)
@@ -283,6 +307,7 @@ def test_save_load_round_trip_gives_same_logits(tmp_path: Path, backbone: str, f
     assert meta["labels"] == LABELS and meta["training"]["seed"] == 3 and meta["config"]["backbone"] == backbone
     stored = torch.load(path, weights_only=True)["state_dict"]
     assert any(k.startswith("backbone.") for k in stored) == (backbone == "lite0" and not frozen)
+    assert not any(k.startswith("flow_image_backbone.") for k in stored)  # ImageNet's, rebuilt on load
     if backbone == "lite0":
         assert meta["backbone"]["weights_sha256"].startswith("5793442")
     assert [p.name for p in tmp_path.iterdir()] == ["m.vidclf"]  # no temp files left
@@ -408,16 +433,16 @@ def test_a_file_that_used_a_removed_variant_is_refused_naming_the_option(tmp_pat
 
 def _sign_task(n: int, seed: int, first_half: int = 1, second_half: int = 1):
     """Clips whose label is the sign of the flow (times ``first_half`` for three steps, then
-    ``second_half``), over noise; the appearance features are pure noise."""
+    ``second_half``), over noise; the appearance and flow-image features are pure noise."""
     from cached import cached_clips
 
     targets = torch.arange(n) % 2
     _, motion = make_inputs(n, 6, seed=seed)
     sign = (targets * 2 - 1).float()[:, None]
     direction = torch.cat([first_half * sign.expand(n, 3), second_half * sign.expand(n, 3)], dim=1)
-    appearance = torch.randn(n, 6, 1280, generator=torch.Generator().manual_seed(seed + 100))
+    appearance, flow_images = torch.randn(2, n, 6, 1280, generator=torch.Generator().manual_seed(seed + 100))
     return cached_clips(motion * 0.3 + direction[:, :, None, None, None], targets, torch.full((n,), 6),
-                        f"sign-{n}-{seed}-{first_half}-{second_half}", appearance=appearance)
+                        f"sign-{n}-{seed}-{first_half}-{second_half}", appearance=appearance, flow_images=flow_images)
 
 
 def _fit_sign_task(tmp_path: Path, labels: list[str], temporal: str, first_half: int, second_half: int):
@@ -472,17 +497,19 @@ def test_lstm_plus_mean_gives_the_mean_heads_encoders_of_their_own() -> None:
     config = small_config(backbone="lite0", temporal="lstm+mean", appearance_temporal="lstm+mean")
     model = VideoClassifier(config, pretrained=False)
     model.freeze_backbone(False)
-    assert list(model.mean_encoders) == ["appearance", "farneback", "dis"]
+    assert list(model.mean_encoders) == ["appearance", "farneback", "dis", "flow-image"]
     rgb, motion = make_inputs(2, 6)
     logits = model.head_logits(torch.tensor([6, 6]), rgb=rgb, motion=motion)
     means = [kind == "mean" for _, kind in config.heads]
-    lstm_encoders = [*model.motion_encoders.parameters(), *model.appearance_proj.parameters()]
+    lstm_encoders = [*model.motion_encoders.parameters(), *model.appearance_proj.parameters(),
+                     *model.flow_image_proj.parameters()]
     for trained, untouched, loss_on_mean in ((list(model.mean_encoders.parameters()), lstm_encoders, True),
                                              (lstm_encoders, list(model.mean_encoders.parameters()), False)):
         model.zero_grad(set_to_none=True)
         sum(head.sum() for head, mean in zip(logits, means) if mean == loss_on_mean).backward(retain_graph=True)
         assert all(p.grad is not None for p in trained) and all(p.grad is None for p in untouched)
         assert any(p.grad is not None for p in model.backbone.parameters())
+        assert all(p.grad is None for p in model.flow_image_backbone.parameters())  # ImageNet's, never trained
     assert len(VideoClassifier(small_config()).mean_encoders) == 0  # plain LSTM models have none
 
 

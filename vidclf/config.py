@@ -66,6 +66,9 @@ STREAM_TIMEOUT_S = 30.0  # as OpenCV's own default: how long a stream URL may ta
 # The motion streams: both OpenCV optical flows, a stream each (computed in vidclf.motion).
 FLOWS: tuple[str, ...] = ("farneback", "dis")
 MOTION = "+".join(FLOWS)  # as earlier model files and cache keys name it
+# Farnebäck's flow drawn as a colour image and read by ImageNet Lite0 (frozen): motion features
+# learnt on a million images, where the flow CNNs learn from the few clips given (docs/design.md).
+FLOW_IMAGE = "flow-image"
 # Options of earlier versions that a model file may record, with the only value still built:
 # a file with any other value is refused, naming the option (see ModelConfig.from_dict).
 REMOVED_OPTIONS: dict[str, object] = {
@@ -105,6 +108,7 @@ class ModelConfig:
     motion_dim: int = 128
     hidden: int = 128  # LSTM width
     dropout: float = 0.3
+    flow_image: bool = True  # a FLOW_IMAGE stream (with the backbone); files written before it lack one
     extra: dict[str, str] = field(default_factory=dict, compare=False)  # notes, e.g. the preset
 
     def __post_init__(self) -> None:
@@ -120,8 +124,10 @@ class ModelConfig:
 
     @property
     def streams(self) -> list[str]:
-        """The input streams: "appearance" (with a backbone), then one per optical flow."""
-        return (["appearance"] if self.backbone is Backbone.LITE0 else []) + list(FLOWS)
+        """The input streams: "appearance" (with a backbone), one per optical flow, then
+        FLOW_IMAGE (with a backbone, in models that have it)."""
+        lite0 = self.backbone is Backbone.LITE0
+        return ["appearance"] * lite0 + list(FLOWS) + [FLOW_IMAGE] * (lite0 and self.flow_image)
 
     @property
     def heads(self) -> list[tuple[str, str]]:
@@ -154,7 +160,7 @@ class ModelConfig:
                 raise RemovedOptionError(name, data[name])
         if data.get("backbone") not in {b.value for b in Backbone}:
             raise RemovedOptionError("backbone", data.get("backbone"))
-        data = {**data, "fit": recorded_fit(data)}
+        data = {"flow_image": False, **data, "fit": recorded_fit(data)}
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 

@@ -298,13 +298,20 @@ def view_cache_path(digest: str, spec: SamplingSpec, view: int, seed: int) -> Pa
     return cache_dir() / "views" / digest[:2] / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
 
 
-def feature_cache_path(digest: str, spec: SamplingSpec, view: int, seed: int, mirrored: bool) -> Path:
-    """Where the frozen Lite0 features of a view (of its frames flipped left-right, if
-    ``mirrored``) are cached."""
+# What the frozen Lite0 encodes, each cached apart: a view's frames ("features"), and its flow
+# images (made from its flow maps; their Lite0 is never fine-tuned, so they are read in every stage).
+FEATURES = ("features", "flow_images")
+
+
+def feature_cache_path(digest: str, spec: SamplingSpec, view: int, seed: int, mirrored: bool,
+                       name: str = "features") -> Path:
+    """Where the frozen Lite0 features of a view (mirrored left-right, if ``mirrored``) are
+    cached: ``name`` says of what (``FEATURES``)."""
     from vidclf.lite0 import LITE0_WEIGHTS_SHA256
 
     base = view_cache_path(digest, spec, view, seed)
-    key = f"{base.stem}-lite0-global-{LITE0_WEIGHTS_SHA256[:16]}" + ("-mirrored" if mirrored else "")
+    what = "lite0-global" if name == "features" else "flow-image-lite0-1"
+    key = f"{base.stem}-{what}-{LITE0_WEIGHTS_SHA256[:16]}" + ("-mirrored" if mirrored else "")
     return cache_dir() / "features" / digest[:2] / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
 
 

@@ -3,10 +3,12 @@
 ``CachedClips`` is a map-style ``torch.utils.data.Dataset`` over clips whose views are cached
 (``vidclf.data``): an item is read from disk when asked for, by ``DataLoader`` worker
 processes, with its augmentation (mirror, crop) applied there. What a batch carries depends on
-the stage: the flow maps always; the frozen backbone's cached features while it is frozen; the
-frames while it is fine-tuned. Which view of a clip an epoch shows, and how it is augmented,
-comes from (seed, epoch, clip) in the sampler, so a run is the same with any number of worker
-processes or ranks, and a resumed run continues as the uninterrupted one.
+the stage: the flow maps always; the frozen backbone's cached features (of the frames and of the
+flow images) while it is frozen; the frames and the flow images' features while it is
+fine-tuned; the frames alone while their features are computed. Which view of a clip an epoch
+shows, and how it is augmented, comes from (seed, epoch, clip) in the sampler, so a run is the
+same with any number of worker processes or ranks, and a resumed run continues as the
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from vidclf import parallel
 from vidclf.config import FLOWS, SamplingSpec
-from vidclf.data import feature_cache_path, read_npz, view_cache_path
+from vidclf.data import FEATURES, feature_cache_path, read_npz, view_cache_path
 from vidclf.errors import VidclfError
 from vidclf.motion import MIRROR_SIGNS
 
 # An item reads in 0.4–1.2 ms (motion; motion + features; motion + frames), so a few hundred
 # items read in less time than worker processes take to start.
 LOADER_MIN_ITEMS = 500
-READS = ("motion", "features", "frames")  # what a batch carries besides the flow maps: nothing, features, frames
+# What a batch carries besides the flow maps: nothing; both streams' features; the frames and the
+# flow images' features (fine-tuning); the frames (to compute the features).
+READS = ("motion", "features", "finetune", "frames")
 
 
 class CacheError(VidclfError):
@@ -60,18 +64,19 @@ class Tensors:
     keys: list[Key]
     appearance: Tensor | None = None  # cached frozen Lite0 features (N, T, 1280)
     rgb: Tensor | None = None  # uint8 frames (N, T, S, S, 3)
+    flow_images: Tensor | None = None  # cached Lite0 features of the flow images (N, T, 1280)
 
     @staticmethod
     def collate(items: Sequence[Tensors]) -> Tensors:
         stack = lambda name: None if getattr(items[0], name) is None else torch.cat([getattr(i, name) for i in items])  # noqa: E731
         return Tensors(stack("lengths"), stack("targets"), stack("motion"), [k for i in items for k in i.keys],
-                       stack("appearance"), stack("rgb"))
+                       stack("appearance"), stack("rgb"), stack("flow_images"))
 
     def pin_memory(self) -> Tensors:
         """Page-locked copies, so copies to the GPU can overlap compute (DataLoader calls this)."""
         pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
         return Tensors(pin(self.lengths), pin(self.targets), pin(self.motion), self.keys, pin(self.appearance),
-                       pin(self.rgb))
+                       pin(self.rgb), pin(self.flow_images))
 
 
 class CachedClips(Dataset):
@@ -101,27 +106,28 @@ class CachedClips(Dataset):
         key = Key(key) if isinstance(key, int) else key
         digest = self.digests[key.clip]
         path = view_cache_path(digest, self.spec, key.view, self.seed)
-        names = ("motion", "length") + (("rgb",) if self.read == "frames" else ())
-        arrays = _read(path, names)
+        reads_frames = self.read in ("frames", "finetune")
+        arrays = _read(path, ("motion", "length") + ("rgb",) * reads_frames)
         motion = torch.from_numpy(arrays[0].astype(np.float32))[None]
         item = Tensors(torch.tensor([int(arrays[1])]), self.targets[key.clip : key.clip + 1],
                        mirror_motion(motion) if key.mirror else motion, [key])
-        if self.read == "features":
-            path = feature_cache_path(digest, self.spec, key.view, self.seed, key.mirror)
-            item.appearance = torch.from_numpy(_read(path, ("features",))[0].astype(np.float32))[None]
-        if self.read == "frames":
+        features = {name: torch.from_numpy(_read(feature_cache_path(digest, self.spec, key.view, self.seed, key.mirror,
+                                                                    name), (name,))[0].astype(np.float32))[None]
+                    for name in {"features": FEATURES, "finetune": ("flow_images",)}.get(self.read, ())}
+        item.appearance, item.flow_images = features.get("features"), features.get("flow_images")
+        if reads_frames:
             rgb = torch.from_numpy(arrays[2])[None]
             rgb = rgb.flip(3) if key.mirror else rgb
             item.rgb = rgb if key.crop_seed is None else random_resized_crop(rgb, torch.Generator().manual_seed(key.crop_seed))
         return item
 
-    def missing_features(self, views: int, mirrored: bool) -> list[Key]:
+    def missing_features(self, views: int, mirrored: bool, name: str = "features") -> list[Key]:
         """The keys (views 0 … views-1, and their mirror images if ``mirrored``) whose frozen
-        features are not cached yet, or not whole."""
+        features ``name`` (``FEATURES``) are not cached yet, or not whole."""
         keys = [Key(clip, view, mirror) for clip in range(len(self)) for view in range(views)
                 for mirror in ((False, True) if mirrored else (False,))]
         return [key for key in keys if read_npz(feature_cache_path(self.digests[key.clip], self.spec, key.view,
-                                                                   self.seed, key.mirror), "features") is None]
+                                                                   self.seed, key.mirror, name), name) is None]
 
 
 def _read(path: Path, names: Sequence[str]) -> list[np.ndarray]:
@@ -178,7 +184,7 @@ class EpochSampler(Sampler[Key]):
         for clip in self.order:
             rng = np.random.default_rng([self.data.seed, self.order.epoch, self.data.ids[clip]])
             view, mirror, crop = int(rng.integers(self.data.views)), bool(rng.random() < 0.5), int(rng.integers(2**62))
-            yield Key(clip, view, self.hflip and mirror, crop if self.data.read == "frames" else None)
+            yield Key(clip, view, self.hflip and mirror, crop if self.data.read == "finetune" else None)
 
 
 def loader(data: CachedClips, sampler: Sampler | Sequence[Key] | Sequence[int], batch_size: int, workers: int,
@@ -195,4 +201,4 @@ def loader(data: CachedClips, sampler: Sampler | Sequence[Key] | Sequence[int], 
 def to_device(batch: Tensors, device: torch.device) -> Tensors:
     move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
     return replace(batch, targets=move(batch.targets), motion=move(batch.motion), appearance=move(batch.appearance),
-                   rgb=move(batch.rgb))  # lengths stay on the CPU, where sequence packing reads them
+                   rgb=move(batch.rgb), flow_images=move(batch.flow_images))  # lengths stay on the CPU, where sequence packing reads them

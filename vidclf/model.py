@@ -1,7 +1,8 @@
 """The video classifier (LRCN with two-stream late fusion), read top to bottom:
 
-frames ─ Lite0 ─ AppearanceEncoder ─┐                         each stream: TemporalHead(s) ─ logits
-flow maps (Farneback, DIS) ─ MotionEncoder ─┴─ per stream ─→  LSTM and/or mean over time ─→ fuse()
+frames ─ Lite0 ─ AppearanceEncoder ──────────────┐            each stream: TemporalHead(s) ─ logits
+flow maps (Farneback, DIS) ─ MotionEncoder ──────┼─ per stream ─→  LSTM and/or mean over time ─→ fuse()
+Farneback drawn as an image ─ Lite0 (frozen) ─ AppearanceEncoder ┘
 
 Every head is a classifier of its own; ``fuse`` mixes their log-probabilities with weights
 chosen on validation (docs/design.md says why). Input normalisation lives inside the model:
@@ -16,9 +17,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from vidclf.config import Backbone, ModelConfig
+from vidclf.config import FLOW_IMAGE, FLOWS, Backbone, ModelConfig
+from vidclf.motion import FLOW_GAIN
 
 FLOW_CHANNELS = 2  # (dx, dy) per optical flow
+# A flow image saturates at motion of 1/14 of the frame side between samples (8 px at 112 px).
+FLOW_IMAGE_FULL_SCALE = FLOW_GAIN / 14
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -55,6 +59,15 @@ class AppearanceEncoder(nn.Sequential):
 
     def __init__(self, width: int, out_dim: int, dropout: float) -> None:
         super().__init__(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, out_dim), nn.ReLU(inplace=True))
+
+
+def flow_image(flow: Tensor, side: int) -> Tensor:
+    """Flow maps (N, 2, M, M) → images (N, 3, side, side) as Lite0 takes them (in [-1, 1]):
+    dx, dy and the speed as red, green and blue, the maps scaled up to the frame size."""
+    flow = nn.functional.interpolate(flow.float(), size=(side, side), mode="bilinear", align_corners=False)
+    flow = flow / FLOW_IMAGE_FULL_SCALE
+    speed = 2 * flow.norm(dim=1, keepdim=True) - 1
+    return torch.cat([flow, speed], dim=1).clamp_(-1.0, 1.0)
 
 
 def flow_derivatives(flow: Tensor) -> Tensor:
@@ -120,13 +133,17 @@ class VideoClassifier(nn.Module):
         if config.backbone is Backbone.LITE0:
             self.backbone = Lite0Features(pretrained)
             self.appearance_proj = self._encoder("appearance")
-        self.flows = [s for s in config.streams if s != "appearance"]
+        if FLOW_IMAGE in config.streams:  # always ImageNet's: never fine-tuned, never stored
+            self.flow_image_backbone = Lite0Features(pretrained).requires_grad_(False)
+            self.flow_image_proj = self._encoder(FLOW_IMAGE)
+        self.flows = [s for s in config.streams if s in FLOWS]
         self.motion_encoders = nn.ModuleList(self._encoder(flow) for flow in self.flows)
         # A stream with both an LSTM and a mean head gives the mean head an encoder of its own
         # (the backbone stays shared): an LSTM model and an order-blind model side by side.
         both = [s for s in config.streams if "+" in config.temporal_of(s).value]
         self.mean_encoders = nn.ModuleDict((s, self._encoder(s)) for s in both)
-        widths = {"appearance": config.appearance_dim} | {flow: config.motion_dim for flow in self.flows}
+        widths = {"appearance": config.appearance_dim, FLOW_IMAGE: config.appearance_dim} | {
+            flow: config.motion_dim for flow in self.flows}
         self.heads = nn.ModuleList(TemporalHead(widths[s], len(config.labels), kind, config.hidden, config.dropout)
                                    for s, kind in config.heads)
         # How much each head counts in ``fuse``; saved with the weights.
@@ -135,7 +152,7 @@ class VideoClassifier(nn.Module):
         self.freeze_backbone(True)
 
     def _encoder(self, stream: str) -> nn.Module:
-        if stream == "appearance":
+        if stream in ("appearance", FLOW_IMAGE):
             return AppearanceEncoder(Lite0Features.out_channels, self.config.appearance_dim, self.config.dropout)
         return MotionEncoder(self.config.motion_dim)
 
@@ -150,6 +167,8 @@ class VideoClassifier(nn.Module):
 
     def train(self, mode: bool = True) -> VideoClassifier:
         super().train(mode)
+        if FLOW_IMAGE in self.config.streams:
+            self.flow_image_backbone.eval()
         if self.backbone is None:
             return self
         if self.backbone_frozen:
@@ -171,6 +190,13 @@ class VideoClassifier(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)  # faster convs on CPU
         return self.backbone(x).mean(dim=(2, 3)).reshape(batch, steps, -1)
 
+    def flow_image_features(self, motion: Tensor) -> Tensor:
+        """Raw flow maps (B, T, 4, M, M) → pooled Lite0 features (B, T, 1280) of Farneback's
+        ``flow_image``: what the cache stores."""
+        farneback = motion[:, :, : FLOW_CHANNELS].flatten(0, 1)
+        x = flow_image(farneback, self.config.size).contiguous(memory_format=torch.channels_last)
+        return self.flow_image_backbone(x).mean(dim=(2, 3)).reshape(*motion.shape[:2], -1)
+
     def forward(self, lengths: Tensor, rgb: Tensor | None = None, motion: Tensor | None = None,
                 appearance: Tensor | None = None) -> Tensor:
         """Fused class scores (B, num_labels); see ``head_logits``. Heads whose fusion weight is
@@ -184,17 +210,28 @@ class VideoClassifier(nn.Module):
         """The streams a prediction reads: those with a head of nonzero weight."""
         return {stream for (stream, _), weight in zip(self.config.heads, self.stream_weights.tolist()) if weight != 0}
 
+    @property
+    def used_flows(self) -> list[str]:
+        """The optical flows a prediction needs: those of used streams, and Farneback's for
+        the flow images."""
+        used = self.used_streams
+        return [flow for flow in FLOWS if flow in used or (flow == FLOWS[0] and FLOW_IMAGE in used)]
+
     def head_logits(self, lengths: Tensor, rgb: Tensor | None = None, motion: Tensor | None = None,
-                    appearance: Tensor | None = None, heads: Sequence[int] | None = None) -> list[Tensor]:
+                    appearance: Tensor | None = None, heads: Sequence[int] | None = None,
+                    flow_images: Tensor | None = None) -> list[Tensor]:
         """Each head's logits, in ``config.heads`` order (only those in ``heads``, if given).
         ``lengths[b]``: clip b's real steps (later ones are padding). Appearance comes as frames
         ``rgb`` or as cached Lite0 ``appearance`` features; ``motion`` is (B, T, 4, M, M),
-        Farneback's (dx, dy) then DIS's."""
+        Farneback's (dx, dy) then DIS's; ``flow_images``, if given, the cached
+        ``flow_image_features``."""
         wanted = list(range(len(self.heads)) if heads is None else heads)
         needed = [self.config.heads[n] for n in wanted]
         streams = {stream for stream, _ in needed}
         inputs = {"appearance": appearance if appearance is not None else self.appearance_features(rgb)
                   } if "appearance" in streams else {}
+        if FLOW_IMAGE in streams:
+            inputs[FLOW_IMAGE] = flow_images if flow_images is not None else self.flow_image_features(motion)
         # A stream's derivatives computed once, for both of its encoders.
         inputs |= {s: flow_derivatives(x.flatten(0, 1)).unflatten(0, x.shape[:2])
                    for s, x in zip(self.flows, motion.split(FLOW_CHANNELS, dim=2)) if s in streams}
@@ -211,7 +248,9 @@ class VideoClassifier(nn.Module):
 
     def _main_encoder(self, stream: str) -> nn.Module:
         """The encoder a stream's LSTM head (or its only head) reads."""
-        return self.appearance_proj if stream == "appearance" else self.motion_encoders[self.flows.index(stream)]
+        if stream in ("appearance", FLOW_IMAGE):
+            return self.appearance_proj if stream == "appearance" else self.flow_image_proj
+        return self.motion_encoders[self.flows.index(stream)]
 
 
 def flops_per_clip(model: VideoClassifier) -> int:

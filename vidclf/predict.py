@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidclf.config import FLOWS
 from vidclf.device import autocast
 from vidclf.data import DIED, ClipInputs, PreparedVideo, clip_inputs, in_workers, prepare_video
 from vidclf.modelfile import LoadedModel, load_model
@@ -121,7 +120,7 @@ class Predictor:
     @property
     def flows(self) -> list[str]:
         """The optical flows the model reads (a stream whose heads all weigh 0 is not computed)."""
-        return [flow for flow in FLOWS if flow in self.loaded.model.used_streams]
+        return self.loaded.model.used_flows
 
     @property
     def reads_frames(self) -> bool:

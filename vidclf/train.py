@@ -36,7 +36,7 @@ from vidclf import parallel
 from vidclf.check import duplicates
 from vidclf.config import SamplingSpec, TrainOptions
 from vidclf.data import (
-    DIED, DatasetError, LabelledVideo, cache_views, check_trainable, clip_digests, discover, feature_cache_path,
+    DIED, FEATURES, DatasetError, LabelledVideo, cache_views, check_trainable, clip_digests, discover, feature_cache_path,
     file_digest, group_folds, group_key, pool_map, save_npz, stratified_split,
 )
 from vidclf.dataset import CachedClips, EpochSampler, Key, Tensors, loader, to_device
@@ -293,7 +293,7 @@ class Inputs:
     val_items: list[LabelledVideo]
     val_clips: CachedClips | None
     skipped: list[str]
-    _encoded: set[tuple[int, bool]] = field(default_factory=set)  # (id of the clips, mirrored): features cached
+    _encoded: set[tuple[int, bool, str]] = field(default_factory=set)  # (id of the clips, mirrored, FEATURES name): cached
 
     def identity(self) -> dict[str, object]:
         return run_identity(self.options, self.splits)
@@ -307,32 +307,35 @@ class Inputs:
     def _reading(self, data: CachedClips, views: int, mirrored: bool) -> CachedClips:
         if self.model.backbone is None:
             return data.reading("motion")
-        if not self.model.backbone_frozen:
-            return data.reading("frames")
-        if (id(data), mirrored) not in self._encoded:
-            encode_features(self.model, data.reading("frames"), data.missing_features(views, mirrored),
-                            self.options.workers, self.device, self.log)
-            self._encoded.add((id(data), mirrored))
-        return data.reading("features")
+        # Features of the frames only while the backbone is frozen: fine-tuning changes them.
+        for name in FEATURES if self.model.backbone_frozen else ("flow_images",):
+            if (id(data), mirrored, name) not in self._encoded:
+                encode_features(self.model, data, data.missing_features(views, mirrored, name), name,
+                                self.options.workers, self.device, self.log)
+                self._encoded.add((id(data), mirrored, name))
+        return data.reading("features" if self.model.backbone_frozen else "finetune")
 
 
-def encode_features(model: VideoClassifier, frames: CachedClips, missing: list[Key], workers: int,
+def encode_features(model: VideoClassifier, data: CachedClips, missing: list[Key], name: str, workers: int,
                     device: torch.device, log: Log) -> None:
-    """Compute and cache the frozen Lite0 features of the ``missing`` views, each rank its
-    share, in batches streamed from the cache."""
+    """Compute and cache the frozen Lite0 features ``name`` (of the frames, or of the flow
+    images: ``FEATURES``) of the ``missing`` views, each rank its share, in batches streamed
+    from the cache."""
     missing = parallel.gather(missing)[0]  # rank 0's list: others may list after its first writes
     if not missing:
         return
-    log(f"encoding {len(missing)} clip views with the frozen lite0 backbone (cached for next time)")
+    what = "clip views" if name == "features" else "flow images of clip views"
+    log(f"encoding {len(missing)} {what} with the frozen lite0 backbone (cached for next time)")
     model.eval()  # the features must be exactly what prediction computes, whatever the batch
     mine = parallel.share(missing)
-    bar = progress(total=len(mine), desc="features", unit="view")
-    for batch in loader(frames, mine, 8, workers, device):
+    bar = progress(total=len(mine), desc="features" if name == "features" else "flow images", unit="view")
+    for batch in loader(data.reading("frames" if name == "features" else "motion"), mine, 8, workers, device):
         with torch.inference_mode():
-            encoded = distinct_frame_features(model, batch.rgb.to(device)).float().cpu().numpy().astype(np.float16)
-        for key, array in zip(batch.keys, encoded):
-            path = feature_cache_path(frames.digests[key.clip], frames.spec, key.view, frames.seed, key.mirror)
-            save_npz(path, {"features": array})
+            encoded = (distinct_frame_features(model, batch.rgb.to(device)) if name == "features"
+                       else model.flow_image_features(batch.motion.to(device)))
+        for key, array in zip(batch.keys, encoded.float().cpu().numpy().astype(np.float16)):
+            path = feature_cache_path(data.digests[key.clip], data.spec, key.view, data.seed, key.mirror, name)
+            save_npz(path, {name: array})
         bar.update(len(batch.keys))
     bar.close()
     parallel.barrier()
@@ -387,7 +390,8 @@ class Heads(nn.Module):
         self.model = model
 
     def forward(self, batch: Tensors) -> list[Tensor]:
-        return self.model.head_logits(batch.lengths, rgb=batch.rgb, motion=batch.motion, appearance=batch.appearance)
+        return self.model.head_logits(batch.lengths, rgb=batch.rgb, motion=batch.motion, appearance=batch.appearance,
+                                      flow_images=batch.flow_images)
 
 
 def eval_loader(data: CachedClips, workers: int, device: torch.device) -> DataLoader:
