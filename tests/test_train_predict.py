@@ -358,12 +358,13 @@ def test_same_seed_gives_the_same_model_with_or_without_worker_processes(tmp_pat
                          "--frames", "6", "--epochs", "2", "--workers", workers, "--seed", "5", env=env)
         assert result.returncode == 0, result.stderr
         weights.append(torch.load(out, weights_only=True)["state_dict"])
-        # three streams (appearance and two flows), each with an LSTM and a mean head, fused
-        # late: the chosen weights (even, or a stream's quarters split between its heads) are saved and reported
+        # four streams (appearance, two flows, the flow images), each with an LSTM and a mean head,
+        # fused late: the chosen weights (a stream's quarters split between its heads) are saved and reported
         chosen = json.loads(run_cli("info", str(out), "--json", env=env).stdout)["training"]["stream_weights"]
-        assert list(chosen) == [f"{stream}/{head}" for stream in ("appearance", "farneback", "dis") for head in ("lstm", "mean")]
+        assert list(chosen) == [f"{stream}/{head}" for stream in ("appearance", "farneback", "dis", "flow-image")
+                                for head in ("lstm", "mean")]
         assert sum(chosen.values()) == pytest.approx(1.0)
-        assert all((weight * 8).is_integer() for weight in chosen.values()) or list(chosen.values()) == [pytest.approx(1 / 6)] * 6
+        assert all((weight * 8).is_integer() for weight in chosen.values())
         assert weights[-1]["stream_weights"].tolist() == list(chosen.values())
         assert "late fusion: head weights appearance" in result.stderr
         (tmp_path / "cache").rename(tmp_path / f"cache-{workers}")  # the second run decodes afresh
@@ -697,8 +698,8 @@ def test_appearance_preset_gives_the_appearance_stream_only_its_mean_head(tmp_pa
     assert meta["config"]["backbone"] == "lite0" and meta["config"]["extra"] == {"preset": "appearance"}
     keys = head_keys(out)
     heads, lstm_heads = {k[1] for k in keys}, {k[1] for k in keys if k[2] == "lstm"}
-    # appearance: a mean head only; each of the two flows: an LSTM head and a mean head
-    assert len(heads) == 5 and len(lstm_heads) == 2
+    # appearance: a mean head only; each of the two flows and the flow images: an LSTM head and a mean head
+    assert len(heads) == 7 and len(lstm_heads) == 3
 
 
 def test_finetuning_is_skipped_when_the_frozen_backbone_is_already_perfect_on_validation(tmp_path: Path) -> None:
