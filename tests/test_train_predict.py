@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,20 @@ def worker_processes(pid: int) -> list[int]:
     return found
 
 
+def rest_of_output(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The rest of a process's stdout and stderr once it ends, read through the buffers that
+    ``readline`` filled: ``communicate`` reads the pipes beneath them, and would skip the lines
+    readline buffered after the one it returned."""
+    with ThreadPoolExecutor(2) as pool:
+        rest, errors = pool.submit(process.stdout.read), pool.submit(process.stderr.read)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        return rest.result(), errors.result()
+
+
 def test_a_worker_killed_mid_run_loses_no_video(workspace: dict) -> None:
     """The out-of-memory killer (here: SIGKILL) takes a decoding process: every input still gets
     its record, none failed, exit 0."""
@@ -262,7 +277,7 @@ def test_a_worker_killed_mid_run_loses_no_video(workspace: dict) -> None:
                                env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = process.stdout.readline()
     os.kill(worker_processes(process.pid)[0], signal.SIGKILL)
-    rest, errors = process.communicate(timeout=300)
+    rest, errors = rest_of_output(process, timeout=300)
     assert process.returncode == 0, errors[-2000:]
     records = [json.loads(line) for line in [first, *rest.splitlines()]]
     assert len(records) == 96 and not any("error" in record for record in records)
@@ -540,7 +555,7 @@ def test_timelines_of_many_files_in_workers_equal_one_process_in_input_order(wor
         process = subprocess.Popen([*args, "2"], env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = process.stdout.readline()
         spawned = worker_processes(process.pid)  # the first file's windows came from a worker
-        rest, errors = process.communicate(timeout=300)
+        rest, errors = rest_of_output(process, timeout=300)
         plain = subprocess.run([*args, "0"], env=workspace["env"], capture_output=True, text=True, timeout=300)
     assert spawned and process.returncode == plain.returncode == 4 and "broken.mp4: " in errors
     parallel = [json.loads(line) for line in (first + rest).splitlines()]
@@ -607,9 +622,7 @@ def test_ctrl_c_during_a_timeline_leaves_complete_lines(workspace: dict) -> None
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = process.stdout.readline()
     process.send_signal(signal.SIGINT)
-    # Read on through the same buffer: readline may have buffered the lines after the first.
-    rest, errors = process.stdout.read(), process.stderr.read()
-    process.wait(timeout=60)
+    rest, errors = rest_of_output(process, timeout=60)
     assert process.returncode == 130 and "interrupted" in errors, (process.returncode, errors[-2000:])
     lines = [first, *rest.splitlines()]
     assert 1 <= len(lines) < 88  # stopped early: 88 windows in 9 s, and the video is 20 times as long
@@ -624,8 +637,8 @@ def test_sigterm_during_a_batch_leaves_whole_records_and_exits_143(workspace: di
          "-f", "csv"], env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = [process.stdout.readline(), process.stdout.readline()]  # the header and a row: mid-batch
     process.send_signal(signal.SIGTERM)
-    rest, errors = process.stdout.read(), process.stderr.read()  # (communicate would skip what readline buffered)
-    assert process.wait(timeout=60) == 143 and errors.endswith("error: terminated (SIGTERM)\n"), errors[-2000:]
+    rest, errors = rest_of_output(process, timeout=60)
+    assert process.returncode == 143 and errors.endswith("error: terminated (SIGTERM)\n"), errors[-2000:]
     rows = list(csv.DictReader([*first, *rest.splitlines()]))
     videos = Counter(row["video"] for row in rows)
     assert 1 <= len(videos) < 24 and set(videos.values()) == {len(CLASSES)}, videos
@@ -645,7 +658,7 @@ def test_sigterm_drops_the_files_in_flight_in_workers_instead_of_finishing_them(
     first = process.stdout.readline()  # the clip's first window: the long files are under way
     spawned = worker_processes(process.pid)
     process.send_signal(signal.SIGTERM)
-    rest, errors = process.communicate(timeout=60)  # finishing one long file takes minutes
+    rest, errors = rest_of_output(process, timeout=60)  # finishing one long file takes minutes
     assert process.returncode == 143 and errors.endswith("error: terminated (SIGTERM)\n"), errors[-2000:]
     assert {json.loads(line)["video"] for line in [first, *rest.splitlines()]} == {str(clip)}
     assert spawned and not any(Path(f"/proc/{pid}").exists() for pid in spawned)
