@@ -80,6 +80,22 @@ def choose_stream_weights(heads: list[tuple[str, str]], logits: list[Tensor], ta
     return chosen[1]
 
 
+def weights_beating(default: tuple[float, ...], heads: list[tuple[str, str]], logits: list[Tensor], targets: Tensor
+                    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The fusion weights to keep: the best weighting found (``choose_stream_weights``) where it
+    beats the ``default`` significantly on these clips, else the default; and that best weighting.
+    Among 35 weightings of 4 streams one often wins a few clips by chance."""
+    def right(weights: tuple[float, ...]) -> Tensor:
+        return fuse(logits, weights).argmax(1) == targets.to(logits[0].device)
+
+    candidate = choose_stream_weights(heads, logits, targets)
+    return (candidate if significantly_better(right(candidate), right(default)) else default), candidate
+
+
+def even_weights(heads: list[tuple[str, str]]) -> tuple[float, ...]:
+    """The default fusion: every head the same weight."""
+    return tuple(1.0 / len(heads) for _ in heads)
+
 
 @dataclass
 class Choice:
@@ -112,8 +128,7 @@ def cross_validated_choice(heads: list[tuple[str, str]], epoch_logits: dict[int,
     notes = [f"epochs: {epochs} of {full}: out of fold, {int(correct[full].sum())}/{n} right after all {full} "
              f"and {int(correct[best].sum())}/{n} at best (epoch {best}), even weights"]
     logits = epoch_logits[epochs]
-    candidate = choose_stream_weights(heads, logits, targets)
-    weights = candidate if significantly_better(right(logits, candidate), correct[epochs]) else default
+    weights, candidate = weights_beating(default, heads, logits, targets)
     notes.append(f"fusion weights: {'even' if weights == default else 'chosen'}: out of fold, "
                  f"{int(correct[epochs].sum())}/{n} right with even weights and "
                  f"{int(right(logits, candidate).sum())}/{n} with the best weighting found")

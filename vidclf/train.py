@@ -46,7 +46,7 @@ from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
 from vidclf.model import Lite0Features, VideoClassifier, fuse
 from vidclf.modelfile import ModelFileError, save_model
 from vidclf.selection import (
-    CV_FOLDS, MAX_P, VAL_ENOUGH, Choice, choose_stream_weights, cross_validated_choice, scored_epochs,
+    CV_FOLDS, MAX_P, VAL_ENOUGH, Choice, cross_validated_choice, even_weights, scored_epochs, weights_beating,
     significantly_better,
 )
 from vidclf.progress import progress
@@ -466,13 +466,17 @@ def _train_epoch(model: VideoClassifier, net: nn.Module, batches: DataLoader, op
     return total_loss / seen, correct / seen
 
 
-def _validate(model: VideoClassifier, val: DataLoader, device: torch.device) -> tuple[float, float, Tensor]:
-    """Choose the fusion weights on validation, set them; returns (loss, accuracy, right clips)."""
+def _validate(model: VideoClassifier, val: DataLoader, device: torch.device
+              ) -> tuple[float, float, tuple[float, ...], Tensor]:
+    """Validation loss and accuracy with even fusion weights (what picks the epoch, as
+    cross-validation does), and the weights this epoch would keep (``weights_beating``) with
+    the clips right under them."""
     logits, targets = head_logits(model, val, device), val.dataset.targets
-    model.stream_weights.copy_(torch.tensor(choose_stream_weights(model.config.heads, logits, targets)))
-    loss, probabilities = fused_scores(logits, model.stream_weights, targets)
-    correct = probabilities.argmax(1) == targets
-    return loss, float(correct.float().mean()), correct
+    even = even_weights(model.config.heads)
+    loss, probabilities = fused_scores(logits, torch.tensor(even), targets)
+    weights = weights_beating(even, model.config.heads, logits, targets)[0]
+    correct = fused_scores(logits, torch.tensor(weights), targets)[1].argmax(1) == targets
+    return loss, float((probabilities.argmax(1) == targets).float().mean()), weights, correct
 
 
 def _resume(stage: Stage, model: VideoClassifier, optimizer: torch.optim.Optimizer,
@@ -557,10 +561,12 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
         parallel.same_buffers(model)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val_loss, val_acc, correct = (math.nan, math.nan, None) if val_batches is None else _validate(model, val_batches, device)
+        val_loss, val_acc, weights, correct = ((math.nan, math.nan, None, None) if val_batches is None
+                                               else _validate(model, val_batches, device))
         history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr,
                                    time.perf_counter() - started, stage.name))
         if correct is not None and best.beaten_by(val_acc, val_loss, correct):
+            model.stream_weights.copy_(torch.tensor(weights))
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best = best.replaced_by(epoch, val_acc, val_loss, state, correct)
         after_epoch(step)
@@ -645,7 +651,7 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
         right = fuse(done[fold][options.epochs], model.stream_weights).argmax(1) == targets[clip_fold == fold]
         log(f"fold {fold + 1}/{folds}: {int(right.sum())}/{len(right)} held-out clips right after the full schedule")
     choice = cross_validated_choice(model.config.heads, _pooled(done, clip_fold), targets,
-                                    tuple(model.stream_weights.tolist()))
+                                    even_weights(model.config.heads))
     for note in choice.notes:
         log(note)
     _, probabilities = fused_scores(choice.logits, torch.tensor(choice.weights), targets)
