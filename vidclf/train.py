@@ -701,6 +701,15 @@ def final_stage(inputs: Inputs, choice: Choice) -> tuple[Best, list[EpochRecord]
     return fit(inputs.model, inputs.train(), None, options, inputs.device, inputs.log, stage)
 
 
+def _weights_source(model: VideoClassifier, cross_validated: bool) -> str:
+    """Where the model's fusion weights came from, for the log."""
+    if cross_validated:
+        return "cross-validated"
+    if torch.allclose(model.stream_weights, torch.tensor(even_weights(model.config.heads))):
+        return "even: no other weighting beat them significantly on validation"
+    return "chosen on validation"
+
+
 def summarise(inputs: Inputs, best: Best, history: list[EpochRecord], cv: tuple[Choice, EvalReport] | None
               ) -> tuple[EvalReport, str, dict[str, object]]:
     """The report to print (out-of-fold when choices were cross-validated and there is no
@@ -722,7 +731,7 @@ def summarise(inputs: Inputs, best: Best, history: list[EpochRecord], cv: tuple[
                                         f"the model trained on all of them for {choice.epochs} epochs")
     weights = dict(zip(model.config.head_names, model.stream_weights.tolist()))
     inputs.log("late fusion: head weights " + ", ".join(f"{name} {w:g}" for name, w in weights.items())
-               + (" (chosen on validation)" if cv is None else " (cross-validated)"))
+               + f" ({_weights_source(model, cv is not None)})")
     record = history[best.epoch - 1]
     summary = {
         "data": str(options.data), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
