@@ -53,22 +53,19 @@ def head_weights(heads: list[tuple[str, str]], stream_share: dict[str, float], o
     return tuple(weights)
 
 
-def choose_stream_weights(heads: list[tuple[str, str]], logits: list[Tensor], targets: Tensor,
-                          even: bool = False) -> tuple[float, ...]:
+def choose_stream_weights(heads: list[tuple[str, str]], logits: list[Tensor], targets: Tensor) -> tuple[float, ...]:
     """Weigh the streams by validation accuracy (then loss), given their heads' validation
-    logits: a stream that carries nothing for a task is turned down. With ``even``, the
-    streams keep equal shares and only the kind of head is chosen (the default weighting).
+    logits: a stream that carries nothing for a task is turned down.
 
     A stream with an LSTM and a mean head splits its weight evenly between them unless the LSTM
     heads alone, or the mean heads alone, are strictly more accurate: at equal accuracy the loss
     would pick the more confident LSTM heads, which generalise worse where order does not matter."""
     targets = targets.to(logits[0].device)
     streams = list(dict.fromkeys(name for name, _ in heads))
-    splits = [tuple(1.0 / len(streams) for _ in streams)] if even else weight_grid(len(streams))
 
     def best_weights(only: str | None) -> tuple[tuple[float, float], tuple[float, ...]]:
         scored = []
-        for split in splits:
+        for split in weight_grid(len(streams)):
             weights = head_weights(heads, dict(zip(streams, split)), only)
             fused = fuse(logits, weights)
             scored.append((((fused.argmax(1) == targets).float().mean().item(),
@@ -87,7 +84,7 @@ def weights_beating(default: tuple[float, ...], heads: list[tuple[str, str]], lo
                     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The fusion weights to keep: the best weighting found (``choose_stream_weights``) where it
     beats the ``default`` significantly on these clips, else the default; and that best weighting.
-    Among the 35 splits of 4 streams one often wins a few clips by chance."""
+    Among 35 weightings of 4 streams one often wins a few clips by chance."""
     def right(weights: tuple[float, ...]) -> Tensor:
         return fuse(logits, weights).argmax(1) == targets.to(logits[0].device)
 
@@ -96,7 +93,7 @@ def weights_beating(default: tuple[float, ...], heads: list[tuple[str, str]], lo
 
 
 def even_weights(heads: list[tuple[str, str]]) -> tuple[float, ...]:
-    """Every head the same weight: cross-validation's default."""
+    """The default fusion: every head the same weight."""
     return tuple(1.0 / len(heads) for _ in heads)
 
 

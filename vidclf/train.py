@@ -46,8 +46,8 @@ from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
 from vidclf.model import Lite0Features, VideoClassifier, fuse
 from vidclf.modelfile import ModelFileError, save_model
 from vidclf.selection import (
-    CV_FOLDS, MAX_P, VAL_ENOUGH, Choice, choose_stream_weights, cross_validated_choice, even_weights, scored_epochs,
-    significantly_better, weights_beating,
+    CV_FOLDS, MAX_P, VAL_ENOUGH, Choice, cross_validated_choice, even_weights, scored_epochs, weights_beating,
+    significantly_better,
 )
 from vidclf.progress import progress
 
@@ -468,14 +468,13 @@ def _train_epoch(model: VideoClassifier, net: nn.Module, batches: DataLoader, op
 
 def _validate(model: VideoClassifier, val: DataLoader, device: torch.device
               ) -> tuple[float, float, tuple[float, ...], Tensor]:
-    """Validation loss and accuracy with the default fusion weights (streams even, each
-    stream's LSTM or mean heads alone where strictly more accurate): what picks the epoch, and
-    the weights this epoch keeps unless another split beats them significantly
-    (``weights_beating``); and the clips right under the weights kept."""
+    """Validation loss and accuracy with even fusion weights (what picks the epoch, as
+    cross-validation does), and the weights this epoch would keep (``weights_beating``) with
+    the clips right under them."""
     logits, targets = head_logits(model, val, device), val.dataset.targets
-    default = choose_stream_weights(model.config.heads, logits, targets, even=True)
-    loss, probabilities = fused_scores(logits, torch.tensor(default), targets)
-    weights = weights_beating(default, model.config.heads, logits, targets)[0]
+    even = even_weights(model.config.heads)
+    loss, probabilities = fused_scores(logits, torch.tensor(even), targets)
+    weights = weights_beating(even, model.config.heads, logits, targets)[0]
     correct = fused_scores(logits, torch.tensor(weights), targets)[1].argmax(1) == targets
     return loss, float((probabilities.argmax(1) == targets).float().mean()), weights, correct
 
@@ -706,11 +705,8 @@ def _weights_source(model: VideoClassifier, cross_validated: bool) -> str:
     """Where the model's fusion weights came from, for the log."""
     if cross_validated:
         return "cross-validated"
-    shares = {name: 0.0 for name, _ in model.config.heads}
-    for (name, _), weight in zip(model.config.heads, model.stream_weights.tolist()):
-        shares[name] += weight
-    if all(math.isclose(share, 1 / len(shares), rel_tol=1e-6) for share in shares.values()):
-        return "streams even: no other split beat them significantly on validation"
+    if torch.allclose(model.stream_weights, torch.tensor(even_weights(model.config.heads))):
+        return "even: no other weighting beat them significantly on validation"
     return "chosen on validation"
 
 
