@@ -9,6 +9,7 @@ import functools
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -715,14 +716,15 @@ def test_appearance_preset_gives_the_appearance_stream_only_its_mean_head(tmp_pa
     assert len(heads) == 7 and len(lstm_heads) == 3
 
 
-def test_finetuning_is_skipped_when_the_frozen_backbone_is_already_perfect_on_validation(tmp_path: Path) -> None:
+def test_finetuning_is_skipped_when_the_frozen_model_misses_too_few_validation_clips(tmp_path: Path) -> None:
     done, out, meta = train_small(tmp_path, ("move_left", "move_up"), 10, "--size", "48", "--frames", "4",
                                   "--epochs", "15", "--finetune-epochs", "2", "--batch-size", "4", "--val-split", "0.5",
                                   seed=3)
     rows = list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open()))
-    assert max(float(r["val_acc"]) for r in rows) == 1.0  # the premise: easy classes
-    # fine-tuning replaces the frozen model only by a significant validation win: none is possible
-    assert "fine-tuning skipped" in done.stderr and {r["stage"] for r in rows} == {"train"}
+    # fine-tuning replaces the frozen model only by a significant validation win (5 clips at
+    # least): with 4 or fewer missed, none is possible
+    missed = re.search(r"fine-tuning skipped: the frozen-backbone model misses (\d+) of 10 validation clips", done.stderr)
+    assert missed and int(missed.group(1)) <= 4 and {r["stage"] for r in rows} == {"train"}, done.stderr[-2000:]
     assert meta["training"]["best_stage"] == "train" and not meta["backbone"]["stored"]
 
 
