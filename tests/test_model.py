@@ -431,22 +431,25 @@ def test_a_file_that_used_a_removed_variant_is_refused_naming_the_option(tmp_pat
 
 # --- late-fusion weights and model selection ----------------------------------------------------
 
-def _sign_task(n: int, seed: int, first_half: int = 1, second_half: int = 1, shortcut: float = 0.0):
+def _sign_task(n: int, seed: int, first_half: int = 1, second_half: int = 1, shortcut: float = 0.0,
+               mislabelled: int = 0):
     """Clips whose label is the sign of the flow (times ``first_half`` for three steps, then
-    ``second_half``), over noise; the appearance and flow-image features are noise plus a
-    pattern times ``shortcut`` × the label's sign (a scene, and its camera shake, filmed for one
-    label: reversed in validation, those heads are confidently wrong there)."""
+    ``second_half``; reversed in the first ``mislabelled`` clips), over noise; the appearance and
+    flow-image features are noise plus a pattern times ``shortcut`` × the label's sign (a scene,
+    and its camera shake, filmed for one label: reversed in validation, those heads are
+    confidently wrong there)."""
     from cached import cached_clips
 
     targets = torch.arange(n) % 2
     _, motion = make_inputs(n, 6, seed=seed)
     sign = (targets * 2 - 1).float()[:, None]
-    direction = torch.cat([first_half * sign.expand(n, 3), second_half * sign.expand(n, 3)], dim=1)
+    flow = sign * torch.where(torch.arange(n)[:, None] < mislabelled, -1.0, 1.0)
+    direction = torch.cat([first_half * flow.expand(n, 3), second_half * flow.expand(n, 3)], dim=1)
     scene = torch.randn(2, 1, 1, 1280, generator=torch.Generator().manual_seed(7)).sign()
     appearance, flow_images = torch.randn(2, n, 6, 1280, generator=torch.Generator().manual_seed(seed + 100)) \
         + shortcut * sign[:, :, None] * scene
     return cached_clips(motion * 0.3 + direction[:, :, None, None, None], targets, torch.full((n,), 6),
-                        f"sign-{n}-{seed}-{first_half}-{second_half}-{shortcut}", appearance=appearance,
+                        f"sign-{n}-{seed}-{first_half}-{second_half}-{shortcut}-{mislabelled}", appearance=appearance,
                         flow_images=flow_images)
 
 
@@ -618,21 +621,49 @@ def test_fine_tuning_is_skipped_when_it_could_not_win_significantly() -> None:
     assert Best(1, (0.92, 0.0), {}, correct).can_be_beaten_significantly()
 
 
+@pytest.mark.parametrize("mislabelled, stops", [(12, False), (24, True)])
+def test_the_last_epoch_is_kept_and_training_goes_on_unless_the_best_beats_it_significantly(
+        tmp_path: Path, mislabelled: int, stops: bool) -> None:
+    """Validation peaks at epoch 1, before the model has learnt anything (its loss is lowest
+    there). With half the validation clips mislabelled, the later epochs are as accurate, on
+    other clips: no significant loss, so training goes on past its patience and keeps the full
+    schedule. With every one mislabelled, the later epochs lose every clip epoch 1 got right:
+    early stop, and epoch 1 is kept."""
+    from vidclf.train import Stage, eval_loader, fit, head_logits
+
+    torch.manual_seed(0)
+    model = VideoClassifier(small_config(labels=["neg", "pos"]))
+    options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", epochs=8, batch_size=8, lr=5e-3, patience=2)
+    lines: list[str] = []
+    best, history = fit(model, _sign_task(32, 1), _sign_task(24, 2, mislabelled=mislabelled), options,
+                        torch.device("cpu"), lines.append, Stage("train", options.epochs, None, options.patience))
+    peak = max(history, key=lambda r: (r.val_acc, -r.val_loss))
+    assert peak.epoch == 1 and history[-1].val_acc <= peak.val_acc, history  # the premise
+    assert len(history) == (3 if stops else 8) and best.epoch == (1 if stops else 8), lines
+    assert any("early stop" in line for line in lines) == stops
+    assert any("keeping the last epoch, 8" in line for line in lines) != stops
+    model.load_state_dict(best.state)  # the state and weights kept are that epoch's
+    val = _sign_task(24, 2, mislabelled=mislabelled)
+    logits = head_logits(model, eval_loader(val, 0, torch.device("cpu")), torch.device("cpu"))
+    assert torch.equal(fuse(logits, model.stream_weights).argmax(1) == val.targets, best.correct)
+
+
 @pytest.mark.parametrize("patience", [1, 2])
 def test_a_stage_stops_after_its_own_patience_without_a_new_best(tmp_path: Path, patience: int) -> None:
-    """A stage that cannot beat the best so far stops after its patience (here the frozen model
-    already has validation accuracy 1.0, so nothing can beat it)."""
+    """A stage that cannot beat the best so far stops after its patience when the best beats
+    the latest epoch significantly (here the frozen model is right on every validation clip,
+    which the fine-tuned model, trained on the opposite labels, gets wrong)."""
     from vidclf.train import Best, Checkpoint, EpochRecord, Stage, fit
 
     model = VideoClassifier(small_config(labels=["neg", "pos"]))
     options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", batch_size=8, patience=100)
     frozen_history = [EpochRecord(e, 1.0, 0.5, 0.5, 1.0 if e == 4 else 0.5, 1e-3, 0.1) for e in range(1, 6)]
     frozen = Best(4, (1.0, -0.5), {k: v.clone() for k, v in model.state_dict().items()},
-                  torch.ones(6, dtype=torch.bool)).to_beat_significantly()
+                  torch.ones(24, dtype=torch.bool)).to_beat_significantly()
     lines: list[str] = []
-    stage = Stage("finetune", 8, tmp_path / "ft.ckpt", patience)
-    best, history = fit(model, _sign_task(12, 1), _sign_task(6, 2), options, torch.device("cpu"), lines.append,
-                        stage, frozen_history, frozen)
+    stage = Stage("finetune", 8, tmp_path / "ft.ckpt", patience, keeps_last=False)
+    best, history = fit(model, _sign_task(12, 1), _sign_task(24, 2, mislabelled=24), options, torch.device("cpu"),
+                        lines.append, stage, frozen_history, frozen)
     assert best.epoch == 4 and len(history) == 5 + patience
     assert [r.stage for r in history[5:]] == ["finetune"] * patience
     assert any(f"finetune early stop: no val improvement for {patience} epochs" in line for line in lines)

@@ -127,7 +127,7 @@ def training_curves(history: Sequence[Mapping[str, float]], out: Path) -> Path:
     epochs = [int(row["epoch"]) for row in history]
     series = {key: [float(row[key]) for row in history]
               for key in ("train_loss", "val_loss", "train_acc", "val_acc")}
-    # Same rule as vidclf.train picks its best epoch: highest val acc, then lowest val loss.
+    # Highest val acc, then lowest val loss (training keeps it only if it beats the last significantly).
     best = max(range(len(history)),
                key=lambda i: (_finite(series["val_acc"][i]), -_finite(series["val_loss"][i], math.inf)))
     best_epoch = epochs[best]

@@ -57,6 +57,10 @@ VIEWS = 4  # cached samplings per training clip: 1 uniform + 3 seeded random
 WEIGHT_DECAY = 1e-2
 # Fine-tuning: Lite0 learns at lr × this, the heads at lr; a full lr wrecks the ImageNet features.
 BACKBONE_LR_SCALE = 0.1
+# Fine-tuning stops after this many epochs that the best so far (the frozen model, until a
+# fine-tuned epoch wins) beats significantly: on real footage a losing run never came back,
+# and a fine-tuning epoch costs ~15 frozen ones.
+FINETUNE_PATIENCE = 2
 
 
 @dataclass
@@ -120,8 +124,11 @@ class Stage:
     name: str
     epochs: int
     checkpoint: Path | None  # None: a cross-validation fold's model, never resumed
-    patience: int  # early stop after this many epochs without a new best
+    patience: int  # early stop after this many epochs without a new best, if the best beats the latest significantly
     identity: dict[str, object] = field(default_factory=dict)  # what resuming must match: Inputs.identity
+    # With validation: the last epoch is kept unless the best beats it significantly (the full
+    # schedule is the default a choice must beat); else the best (fine-tuning: see ``Best.baseline``).
+    keeps_last: bool = True
 
 
 @dataclass
@@ -550,12 +557,18 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
     batches = loader(train, EpochSampler(train, options.hflip), options.batch_size, options.workers, device)
     val_batches = None if val is None else eval_loader(val, options.workers, device)
     prefix = "" if stage.name == "train" else f"{stage.name} "
+    latest: tuple[tuple[float, ...], Tensor] | None = None  # the last epoch's kept weights and right clips
+    stopped = False
     for step in progress(range(done + 1, stage.epochs + 1), desc=stage.name, unit="epoch", initial=done,
                          total=stage.epochs):
         epoch = before + step
         if best.epoch > 0 and epoch - max(best.epoch, before) > stage.patience:
-            log(f"{prefix}early stop: no val improvement for {stage.patience} epochs")
-            break
+            latest = latest or _validate(model, val_batches, device)[2:]
+            if significantly_better(best.correct, latest[1]):
+                log(f"{prefix}early stop: no val improvement for {stage.patience} epochs, "
+                    f"and epoch {best.epoch} beats the latest significantly")
+                stopped = True
+                break
         started = time.perf_counter()
         train_loss, train_acc = _train_epoch(model, net, batches, options, epoch, weight, optimizer, device)
         parallel.same_buffers(model)
@@ -567,8 +580,8 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
                                    time.perf_counter() - started, stage.name))
         if correct is not None and best.beaten_by(val_acc, val_loss, correct):
             model.stream_weights.copy_(torch.tensor(weights))
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            best = best.replaced_by(epoch, val_acc, val_loss, state, correct)
+            best = best.replaced_by(epoch, val_acc, val_loss, _snapshot(model), correct)
+        latest = None if correct is None else (weights, correct)
         after_epoch(step)
         log(f"{prefix}epoch {step}/{stage.epochs}  train loss {train_loss:.3f} acc {train_acc:.3f}"
             + (f"  val loss {val_loss:.3f} acc {val_acc:.3f}" if val is not None else "")
@@ -578,9 +591,29 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
             Checkpoint(model.config.to_dict(), stage.identity, stage.epochs, step, model.state_dict(), optimizer.state_dict(),
                        scheduler.state_dict(), history, best).save(stage.checkpoint)
     if val is None:
-        best = Best(len(history), state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        best = Best(len(history), state=_snapshot(model))
+    elif stage.keeps_last and not stopped and best.epoch != len(history):
+        best = _last_unless_beaten(model, best, history, latest or _validate(model, val_batches, device)[2:], log)
     assert best.state is not None, "no epoch ran"
     return best, history
+
+
+def _snapshot(model: VideoClassifier) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _last_unless_beaten(model: VideoClassifier, best: Best, history: list[EpochRecord],
+                        last: tuple[tuple[float, ...], Tensor], log: Log) -> Best:
+    """The model as the schedule left it (``model``, with ``last``: its weights and right
+    validation clips), unless the ``best`` epoch beats it significantly on validation."""
+    weights, correct = last
+    if significantly_better(best.correct, correct):
+        return best
+    log(f"keeping the last epoch, {len(history)}: the best on validation (epoch {best.epoch}) "
+        f"did not beat it significantly (sign test, p ≤ {MAX_P:g})")
+    model.stream_weights.copy_(torch.tensor(weights))
+    record = history[-1]
+    return Best(record.epoch, (record.val_acc, -record.val_loss), _snapshot(model), correct)
 
 
 def write_metrics_csv(path: Path, history: Sequence[EpochRecord]) -> None:
@@ -613,8 +646,8 @@ def finetune_stage(inputs: Inputs, best: Best, history: list[EpochRecord], resum
     model.freeze_backbone(False)
     log(f"fine-tuning the lite0 backbone (all but its stem and first {Lite0Features.fixed_blocks} blocks) "
         f"for {options.finetune_epochs} epochs")
-    stage = Stage("finetune", options.finetune_epochs, checkpoint_path(options.out, "finetune"), options.finetune_epochs,
-                  inputs.identity())
+    stage = Stage("finetune", options.finetune_epochs, checkpoint_path(options.out, "finetune"), FINETUNE_PATIENCE,
+                  inputs.identity(), keeps_last=False)
     to_beat = None if resuming else best.to_beat_significantly()  # else: in the checkpoint
     best, history = fit(model, inputs.train(), inputs.val(), options, inputs.device, log, stage, history, to_beat)
     if history[best.epoch - 1].stage != "finetune":
@@ -722,7 +755,7 @@ def summarise(inputs: Inputs, best: Best, history: list[EpochRecord], cv: tuple[
         _, probabilities = fused_scores(logits, model.stream_weights, val.targets)
         report = evaluate_scores(splits.labels, [str(item.path) for item in inputs.val_items],
                                  [splits.labels[t] for t in val.targets.tolist()], probabilities.numpy())
-        title = (f"best epoch {best.epoch} of {len(history)}: validation split ({report.count} clips{grouped})" if cv is None
+        title = (f"epoch {best.epoch} of {len(history)} kept: validation split ({report.count} clips{grouped})" if cv is None
                  else f"validation split ({report.count} clips{grouped}; too few to choose on: choices cross-validated)")
     if cv is not None:
         choice, cv_report = cv
