@@ -2,7 +2,7 @@
 
 The stages, in order: ``plan_splits`` (find, split, count) → ``prepare_inputs`` (decode and
 flow into the cache, in parallel; frozen Lite0 features, cached) → ``frozen_stage`` (epochs on
-cached features, early stopping) → ``finetune_stage`` (Lite0's later layers learn; kept only if
+cached features; the last epoch unless beaten significantly) → ``finetune_stage`` (Lite0's later layers learn; kept only if
 it wins significantly) → ``summarise`` → the model file; or, with too few validation clips,
 ``cross_validate`` → ``final_stage``. Every epoch streams its batches from the cache
 (``vidclf.dataset``) and writes a ``Checkpoint``, so an interrupted run resumes where it
@@ -539,8 +539,9 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
         log: Log, stage: Stage, history: Sequence[EpochRecord] = (), best: Best | None = None,
         after_epoch: Callable[[int], None] = lambda step: None) -> tuple[Best, list[EpochRecord]]:
     """One stage: AdamW + cosine decay over ``stage.epochs``, a checkpoint after every epoch
-    (unless ``stage.checkpoint`` is None). With ``val``: early stopping, and the best epoch and
-    fusion weights chosen on it; without: the full schedule, and the model as it ends.
+    (unless ``stage.checkpoint`` is None). With ``val``: the fusion weights chosen on it, and
+    the best epoch on it where it beats the last significantly (``Stage.keeps_last``; early stop
+    only when it beats the latest so); without: the full schedule, and the model as it ends.
     ``history`` and ``best`` carry over from an earlier stage (epochs are numbered on from it),
     so the best epoch is the best of all stages. Under torchrun, each rank trains on its share
     of every epoch's clips and sees the same metrics; rank 0 writes the checkpoints."""
