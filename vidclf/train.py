@@ -57,9 +57,9 @@ VIEWS = 4  # cached samplings per training clip: 1 uniform + 3 seeded random
 WEIGHT_DECAY = 1e-2
 # Fine-tuning: Lite0 learns at lr × this, the heads at lr; a full lr wrecks the ImageNet features.
 BACKBONE_LR_SCALE = 0.1
-# Fine-tuning stops after this many epochs that the best so far (the frozen model, until a
-# fine-tuned epoch wins) beats significantly: on real footage a losing run never came back,
-# and a fine-tuning epoch costs ~15 frozen ones.
+# Fine-tuning stops after this many epochs without beating the frozen model significantly (once
+# it has, after this many without a new best that the best beats significantly): where it was
+# kept it won in its first epoch; where it lost it never came back; an epoch costs ~15 frozen ones.
 FINETUNE_PATIENCE = 2
 
 
@@ -124,7 +124,9 @@ class Stage:
     name: str
     epochs: int
     checkpoint: Path | None  # None: a cross-validation fold's model, never resumed
-    patience: int  # early stop after this many epochs without a new best, if the best beats the latest significantly
+    # Early stop after this many epochs without a new best, if the best beats the latest
+    # significantly or the stage has none of its own (fine-tuning that never beat the frozen model).
+    patience: int
     identity: dict[str, object] = field(default_factory=dict)  # what resuming must match: Inputs.identity
     # With validation: the last epoch is kept unless the best beats it significantly (the full
     # schedule is the default a choice must beat); else the best (fine-tuning: see ``Best.baseline``).
@@ -565,9 +567,10 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
         epoch = before + step
         if best.epoch > 0 and epoch - max(best.epoch, before) > stage.patience:
             latest = latest or _validate(model, val_batches, device)[2:]
-            if significantly_better(best.correct, latest[1]):
-                log(f"{prefix}early stop: no val improvement for {stage.patience} epochs, "
-                    f"and epoch {best.epoch} beats the latest significantly")
+            if best.epoch <= before or significantly_better(best.correct, latest[1]):
+                log(f"{prefix}early stop: no val improvement for {stage.patience} epochs, and "
+                    + ("none beat the earlier stage's model significantly" if best.epoch <= before
+                       else f"epoch {best.epoch} beats the latest significantly"))
                 stopped = True
                 break
         started = time.perf_counter()
