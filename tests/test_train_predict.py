@@ -749,8 +749,9 @@ def test_finetuning_follows_the_frozen_stage_and_resumes_after_kill_9(tmp_path: 
     assert f"resuming from {checkpoint}" in resumed.stderr  # the frozen stage is not redone
     assert "fine-tuning skipped" not in resumed.stderr
     rows = list(csv.DictReader(out.with_name(out.name + ".metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == list(range(1, 8))
-    assert [r["stage"] for r in rows] == ["train"] + ["finetune"] * 6
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert [r["stage"] for r in rows] == ["train"] + ["finetune"] * (len(rows) - 1)
+    assert len(rows) == 7 or "finetune early stop" in resumed.stderr  # 6 epochs, or fewer with a reason
     assert float(rows[0]["val_acc"]) <= 15 / 20 + 1e-6  # the premise: the frozen model misses ≥ 5 of 20
     assert not checkpoint.exists() and not out.with_name(out.name + ".ckpt").exists()
     meta = json.loads(run_cli("info", str(out), "--json", env=env).stdout)
