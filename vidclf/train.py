@@ -2,11 +2,11 @@
 
 The stages, in order: ``plan_splits`` (find, split, count) → ``prepare_inputs`` (decode and
 flow into the cache, in parallel; frozen Lite0 features, cached) → ``frozen_stage`` (epochs on
-cached features; the last epoch unless beaten significantly) → ``finetune_stage`` (Lite0's later layers learn; kept only if
-it wins significantly) → ``summarise`` → the model file; or, with too few validation clips,
-``cross_validate`` → ``final_stage``. Every epoch streams its batches from the cache
-(``vidclf.dataset``) and writes a ``Checkpoint``, so an interrupted run resumes where it
-stopped. Under torchrun each rank trains on its share (``vidclf.parallel``). Why two stages:
+cached features; the last kept unless beaten significantly) → ``finetune_stage`` (Lite0's
+later layers learn; kept only if it wins significantly) → ``summarise`` → the model file; or,
+with too few validation clips, ``cross_validate`` → ``final_stage``. Every epoch streams its
+batches from the cache (``vidclf.dataset``) and writes a ``Checkpoint``, so an interrupted run
+resumes where it stopped. Under torchrun each rank trains on its share (``vidclf.parallel``). Why two stages:
 docs/design.md.
 """
 
