@@ -6,8 +6,8 @@ cached features; the last kept unless beaten significantly) → ``finetune_stage
 later layers learn; kept only if it wins significantly) → ``summarise`` → the model file; or,
 with too few validation clips, ``cross_validate`` → ``final_stage``. Every epoch streams its
 batches from the cache (``vidclf.dataset``) and writes a ``Checkpoint``, so an interrupted run
-resumes where it stopped. Under torchrun each rank trains on its share (``vidclf.parallel``). Why two stages:
-docs/design.md.
+resumes where it stopped. Under torchrun each rank trains on its share (``vidclf.parallel``).
+Why two stages: docs/design.md.
 """
 
 from __future__ import annotations
@@ -484,7 +484,7 @@ def _validate(model: VideoClassifier, val: DataLoader, device: torch.device
     even = even_weights(model.config.heads)
     loss, probabilities = fused_scores(logits, torch.tensor(even), targets)
     weights = weights_beating(even, model.config.heads, logits, targets)[0]
-    correct = fused_scores(logits, torch.tensor(weights), targets)[1].argmax(1) == targets
+    correct = fuse(logits, weights).argmax(1).cpu() == targets
     return loss, float((probabilities.argmax(1) == targets).float().mean()), weights, correct
 
 
