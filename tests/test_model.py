@@ -600,6 +600,27 @@ def test_cross_validation_keeps_the_full_schedule_and_even_weights_unless_beaten
     assert scored_epochs(12) == [5, 10, 12] and scored_epochs(3) == [3]
     sparse = {5: outputs(0, 0), 10: outputs(12, 0), 12: outputs(12, 5)}
     assert cross_validated_choice(heads, sparse, targets, even).epochs == 10
+    # with groups: the 5 clips epoch 2 won, and the 6 the weighting won, are one person's
+    people = torch.arange(12) // 6
+    assert cross_validated_choice(heads, early, targets, even, people).epochs == 3
+    assert cross_validated_choice(heads, {3: outputs(12, 6)}, targets, even, people).weights == even
+
+
+def test_the_sign_test_counts_groups_not_clips() -> None:
+    from vidclf.selection import significantly_better
+
+    baseline = torch.zeros(40, dtype=torch.bool)
+    better = baseline.clone()
+    better[:10] = True  # 10 clips won, none lost
+    assert significantly_better(better, baseline)
+    assert not significantly_better(better, baseline, torch.arange(40) // 10)  # one video: one win
+    assert significantly_better(better, baseline, torch.arange(40) // 2)  # 5 pairs won of 5: p = 1/32
+    baseline[1], better[1] = True, False  # clip 0 won, clip 1 lost: their group is a tie
+    assert significantly_better(better, baseline)  # 9 clips won, 1 lost: p = 0.011
+    assert not significantly_better(better, baseline, torch.arange(40) // 2)  # 4 groups won of 4: p = 1/16
+
+
+EACH = torch.arange(64)  # every clip a group of its own
 
 
 def test_fine_tuning_must_beat_the_frozen_model_significantly_to_replace_it() -> None:
@@ -612,56 +633,64 @@ def test_fine_tuning_must_beat_the_frozen_model_significantly_to_replace_it() ->
         return correct
 
     frozen = Best(51, (0.953, -0.281), {}, clips(61))  # clips 0-2 wrong
-    assert frozen.beaten_by(0.953, 0.252, clips(61))  # within one stage, a lower loss breaks an accuracy tie
+    assert frozen.beaten_by(0.953, 0.252, clips(61), EACH)  # within one stage, a lower loss breaks an accuracy tie
     to_beat = frozen.to_beat_significantly()
     assert to_beat.epoch == 51 and to_beat.state is frozen.state
-    assert not to_beat.beaten_by(0.969, 0.1, clips(62))  # one more clip right: noise
-    assert not to_beat.beaten_by(1.0, 0.1, clips(64))  # three more: p = 1/8
-    assert Best(1, (0.9, -1.0), {}, clips(57)).to_beat_significantly().beaten_by(1.0, 1.0, clips(64))  # 7: p < 0.01
+    assert not to_beat.beaten_by(0.969, 0.1, clips(62), EACH)  # one more clip right: noise
+    assert not to_beat.beaten_by(1.0, 0.1, clips(64), EACH)  # three more: p = 1/8
+    assert Best(1, (0.9, -1.0), {}, clips(57)).to_beat_significantly().beaten_by(1.0, 1.0, clips(64), EACH)  # 7: p < 0.01
     # disagreements count, not accuracy alone: 5 won and 4 lost is no evidence
     frozen9 = Best(1, (0.86, -1.0), {}, clips(55))  # clips 0-8 wrong
-    assert not frozen9.to_beat_significantly().beaten_by(0.92, 0.5, clips(59, first_wrong=4))
-    assert frozen9.to_beat_significantly().beaten_by(1.0, 0.5, clips(64))  # p = 1/512
+    assert not frozen9.to_beat_significantly().beaten_by(0.92, 0.5, clips(59, first_wrong=4), EACH)
+    assert frozen9.to_beat_significantly().beaten_by(1.0, 0.5, clips(64), EACH)  # p = 1/512
     # once fine-tuning has won, later fine-tuned epochs are still measured against the frozen model
     won = frozen9.to_beat_significantly().replaced_by(60, 1.0, 0.9, {}, clips(64))
     assert won.epoch == 60 and won.baseline is frozen9.correct
-    assert won.beaten_by(1.0, 0.1, clips(64)) and not won.beaten_by(0.98, 0.0, clips(63))
+    assert won.beaten_by(1.0, 0.1, clips(64), EACH) and not won.beaten_by(0.98, 0.0, clips(63), EACH)
+    # clips of one group (a person, a video) count once: 7 more right in one video is one win
+    videos = torch.arange(64) // 8
+    assert not Best(1, (0.9, -1.0), {}, clips(57)).to_beat_significantly().beaten_by(1.0, 1.0, clips(64), videos)
+    assert Best(1, (0.9, -1.0), {}, clips(59, first_wrong=3)).to_beat_significantly().beaten_by(
+        1.0, 1.0, clips(64), torch.arange(64) % 8)  # clips 3-7 wrong: 5 groups won, p = 1/32
 
 
 def test_fine_tuning_is_skipped_when_it_could_not_win_significantly() -> None:
     from vidclf.train import Best
 
     correct = torch.ones(64, dtype=torch.bool)
-    assert not Best(1, (1.0, 0.0), {}, correct).can_be_beaten_significantly()  # perfect: nothing to win
+    assert not Best(1, (1.0, 0.0), {}, correct).can_be_beaten_significantly(EACH)  # perfect: nothing to win
     correct[:4] = False  # 4 wrong: winning all 4 is p = 1/16
-    assert not Best(1, (0.94, 0.0), {}, correct).can_be_beaten_significantly()
+    assert not Best(1, (0.94, 0.0), {}, correct).can_be_beaten_significantly(EACH)
     correct[:5] = False  # 5: p = 1/32
-    assert Best(1, (0.92, 0.0), {}, correct).can_be_beaten_significantly()
+    assert Best(1, (0.92, 0.0), {}, correct).can_be_beaten_significantly(EACH)
+    assert not Best(1, (0.92, 0.0), {}, correct).can_be_beaten_significantly(torch.arange(64) // 8)  # 1 group
 
 
-@pytest.mark.parametrize("mislabelled, stops", [(12, False), (24, True)])
+@pytest.mark.parametrize("mislabelled, people, stops", [(12, None, False), (24, None, True), (24, 3, False)])
 def test_the_last_epoch_is_kept_and_training_goes_on_unless_the_best_beats_it_significantly(
-        tmp_path: Path, mislabelled: int, stops: bool) -> None:
+        tmp_path: Path, mislabelled: int, people: int | None, stops: bool) -> None:
     """Validation peaks at epoch 1, before the model has learnt anything (its loss is lowest
     there). With half the validation clips mislabelled, the later epochs are as accurate, on
     other clips: no significant loss, so training goes on past its patience and keeps the full
     schedule. With every one mislabelled, the later epochs lose every clip epoch 1 got right:
-    early stop, and epoch 1 is kept."""
+    early stop, and epoch 1 is kept; unless those clips are 3 people's, 3 wins at most."""
     from vidclf.train import Stage, eval_loader, fit, head_logits
 
     torch.manual_seed(0)
     model = VideoClassifier(small_config(labels=["neg", "pos"]))
     options = TrainOptions(data=tmp_path, out=tmp_path / "m.vidclf", epochs=8, batch_size=8, lr=5e-3, patience=2)
     lines: list[str] = []
-    best, history = fit(model, _sign_task(32, 1), _sign_task(24, 2, mislabelled=mislabelled), options,
-                        torch.device("cpu"), lines.append, Stage("train", options.epochs, None, options.patience))
+    val = _sign_task(24, 2, mislabelled=mislabelled)
+    if people:
+        val.groups = torch.arange(24) % people
+    best, history = fit(model, _sign_task(32, 1), val, options, torch.device("cpu"), lines.append,
+                        Stage("train", options.epochs, None, options.patience))
     peak = max(history, key=lambda r: (r.val_acc, -r.val_loss))
     assert peak.epoch == 1 and history[-1].val_acc <= peak.val_acc, history  # the premise
     assert len(history) == (3 if stops else 8) and best.epoch == (1 if stops else 8), lines
     assert any("early stop" in line for line in lines) == stops
     assert any("keeping the last epoch, 8" in line for line in lines) != stops
     model.load_state_dict(best.state)  # the state and weights kept are that epoch's
-    val = _sign_task(24, 2, mislabelled=mislabelled)
     logits = head_logits(model, eval_loader(val, 0, torch.device("cpu")), torch.device("cpu"))
     assert torch.equal(fuse(logits, model.stream_weights).argmax(1) == val.targets, best.correct)
 

@@ -218,6 +218,12 @@ def group_key(item: LabelledVideo) -> str:
     return item.group if item.group is not None else str(item.path)  # ungrouped: a group of its own
 
 
+def group_numbers(items: Sequence[LabelledVideo]) -> list[int]:
+    """Each clip's group as a number (0, 1, … in order of first appearance)."""
+    numbers: dict[str, int] = {}
+    return [numbers.setdefault(group_key(item), len(numbers)) for item in items]
+
+
 def group_split(items: Sequence[LabelledVideo], val_fraction: float, seed: int, tries: int = 500
                 ) -> tuple[list[LabelledVideo], list[LabelledVideo]]:
     """Whole groups to validation, in seeded random order, until it holds ``val_fraction`` of

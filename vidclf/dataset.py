@@ -80,27 +80,30 @@ class Tensors:
 
 
 class CachedClips(Dataset):
-    """Clips (their content digests and class indices) whose ``views`` views are cached; item
-    ``Key(clip, ...)`` is one clip's view as a one-row ``Tensors``. ``ids`` number the clips
-    for seeding, so a subset augments each clip as the whole set does."""
+    """Clips (their content digests, class indices and group numbers: by default each clip a
+    group of its own) whose ``views`` views are cached; item ``Key(clip, ...)`` is one clip's
+    view as a one-row ``Tensors``. ``ids`` number the clips for seeding, so a subset augments
+    each clip as the whole set does."""
 
     def __init__(self, digests: Sequence[str], targets: Sequence[int], spec: SamplingSpec, seed: int, views: int,
-                 read: str, ids: Sequence[int] | None = None) -> None:
+                 read: str, ids: Sequence[int] | None = None, groups: Sequence[int] | None = None) -> None:
         assert read in READS, read
         self.digests, self.spec, self.seed, self.views, self.read = list(digests), spec, seed, views, read
         self.targets = torch.as_tensor(targets, dtype=torch.long)
         self.ids = list(range(len(self.digests))) if ids is None else list(ids)
+        self.groups = torch.as_tensor(range(len(self.digests)) if groups is None else groups, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.digests)
 
     def subset(self, clips: Sequence[int]) -> CachedClips:
         return CachedClips([self.digests[c] for c in clips], self.targets[list(clips)].tolist(), self.spec, self.seed,
-                           self.views, self.read, [self.ids[c] for c in clips])
+                           self.views, self.read, [self.ids[c] for c in clips], self.groups[list(clips)].tolist())
 
     def reading(self, read: str) -> CachedClips:
         """The same clips, carrying ``read``."""
-        return CachedClips(self.digests, self.targets.tolist(), self.spec, self.seed, self.views, read, self.ids)
+        return CachedClips(self.digests, self.targets.tolist(), self.spec, self.seed, self.views, read, self.ids,
+                           self.groups.tolist())
 
     def __getitem__(self, key: Key | int) -> Tensors:
         key = Key(key) if isinstance(key, int) else key

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from vidclf.metrics import sign_test_p
@@ -23,11 +24,27 @@ CV_FOLDS = 2
 CV_SCORE_EVERY = 5
 
 
-def significantly_better(correct: Tensor, baseline: Tensor) -> bool:
-    """``correct`` beats ``baseline`` (per-clip right/wrong on the same clips): more clips won
-    than lost, with a one-sided sign-test p-value of at most ``MAX_P``."""
-    wins, losses = int((correct & ~baseline).sum()), int((~correct & baseline).sum())
+def significantly_better(correct: Tensor, baseline: Tensor, groups: Tensor | None = None) -> bool:
+    """``correct`` beats ``baseline`` (per-clip right/wrong on the same clips): more groups won
+    than lost, with a one-sided sign-test p-value of at most ``MAX_P``. A group (``groups[i]``:
+    clip i's group number; by default each clip is its own) is won where more of its clips are
+    right: the clips of one person or video are not independent evidence."""
+    gains = by_group(correct.long() - baseline.long(), groups)
+    wins, losses = int((gains > 0).sum()), int((gains < 0).sum())
     return wins > losses and sign_test_p(wins, losses) <= MAX_P
+
+
+def evidence(groups: Tensor) -> str:
+    """What the sign test counts, in words: "7 groups", or "80 clips" where each is its own."""
+    count = len(groups.unique())
+    return f"{count} groups" if count < len(groups) else f"{count} clips"
+
+
+def by_group(values: Tensor, groups: Tensor | None) -> Tensor:
+    """Per-clip ``values`` summed over each group (as they are where ``groups`` is None)."""
+    if groups is None:
+        return values
+    return torch.zeros(int(groups.max()) + 1, dtype=values.dtype).index_add_(0, groups.to(values.device), values)
 
 
 def weight_grid(streams: int, steps: int = 4) -> list[tuple[float, ...]]:
@@ -80,16 +97,16 @@ def choose_stream_weights(heads: list[tuple[str, str]], logits: list[Tensor], ta
     return chosen[1]
 
 
-def weights_beating(default: tuple[float, ...], heads: list[tuple[str, str]], logits: list[Tensor], targets: Tensor
-                    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def weights_beating(default: tuple[float, ...], heads: list[tuple[str, str]], logits: list[Tensor], targets: Tensor,
+                    groups: Tensor | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The fusion weights to keep: the best weighting found (``choose_stream_weights``) where it
-    beats the ``default`` significantly on these clips, else the default; and that best weighting.
-    Among 35 weightings of 4 streams one often wins a few clips by chance."""
+    beats the ``default`` significantly on these clips (of ``groups``), else the default; and
+    that best weighting. Among 35 weightings of 4 streams one often wins a few clips by chance."""
     def right(weights: tuple[float, ...]) -> Tensor:
         return fuse(logits, weights).argmax(1) == targets.to(logits[0].device)
 
     candidate = choose_stream_weights(heads, logits, targets)
-    return (candidate if significantly_better(right(candidate), right(default)) else default), candidate
+    return (candidate if significantly_better(right(candidate), right(default), groups) else default), candidate
 
 
 def even_weights(heads: list[tuple[str, str]]) -> tuple[float, ...]:
@@ -113,24 +130,25 @@ def scored_epochs(epochs: int) -> list[int]:
 
 
 def cross_validated_choice(heads: list[tuple[str, str]], epoch_logits: dict[int, list[Tensor]], targets: Tensor,
-                           default: tuple[float, ...]) -> Choice:
+                           default: tuple[float, ...], groups: Tensor | None = None) -> Choice:
     """The number of epochs and the fusion weights from out-of-fold logits (``epoch_logits[e]``:
     every head's logits after epoch e, for the ``scored_epochs``; the last is the full schedule).
     The full schedule and the ``default`` weights stand unless another choice beats them
-    significantly on the out-of-fold clips."""
+    significantly on the out-of-fold clips (of ``groups``)."""
     def right(logits: list[Tensor], weights: tuple[float, ...]) -> Tensor:
         return fuse(logits, weights).argmax(1) == targets
 
     correct = {epoch: right(logits, default) for epoch, logits in epoch_logits.items()}
     full, n = max(epoch_logits), len(targets)
+    groups = torch.arange(n) if groups is None else groups
     best = max(correct, key=lambda e: (float(correct[e].float().mean()), e))  # ties: the later epoch
-    epochs = best if significantly_better(correct[best], correct[full]) else full
+    epochs = best if significantly_better(correct[best], correct[full], groups) else full
     notes = [f"epochs: {epochs} of {full}: out of fold, {int(correct[full].sum())}/{n} right after all {full} "
              f"and {int(correct[best].sum())}/{n} at best (epoch {best}), even weights"]
     logits = epoch_logits[epochs]
-    weights, candidate = weights_beating(default, heads, logits, targets)
+    weights, candidate = weights_beating(default, heads, logits, targets, groups)
     notes.append(f"fusion weights: {'even' if weights == default else 'chosen'}: out of fold, "
                  f"{int(correct[epochs].sum())}/{n} right with even weights and "
                  f"{int(right(logits, candidate).sum())}/{n} with the best weighting found")
-    notes = [note + f" (a choice must win with sign-test p ≤ {MAX_P:g})" for note in notes]
+    notes = [note + f" (a choice must win with sign-test p ≤ {MAX_P:g} over {evidence(groups)})" for note in notes]
     return Choice(epochs, weights, logits, notes)

@@ -37,7 +37,7 @@ from vidclf.check import duplicates
 from vidclf.config import SamplingSpec, TrainOptions
 from vidclf.data import (
     DIED, FEATURES, DatasetError, LabelledVideo, cache_views, check_trainable, clip_digests, discover, feature_cache_path,
-    file_digest, group_folds, group_key, pool_map, save_npz, stratified_split,
+    file_digest, group_folds, group_key, group_numbers, pool_map, save_npz, stratified_split,
 )
 from vidclf.dataset import CachedClips, EpochSampler, Key, Tensors, loader, to_device
 from vidclf.device import autocast, resolve_device
@@ -46,8 +46,8 @@ from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
 from vidclf.model import Lite0Features, VideoClassifier, fuse
 from vidclf.modelfile import ModelFileError, save_model
 from vidclf.selection import (
-    CV_FOLDS, MAX_P, VAL_ENOUGH, Choice, cross_validated_choice, even_weights, scored_epochs, weights_beating,
-    significantly_better,
+    CV_FOLDS, MAX_P, VAL_ENOUGH, Choice, by_group, cross_validated_choice, even_weights, evidence, scored_epochs,
+    significantly_better, weights_beating,
 )
 from vidclf.progress import progress
 
@@ -145,8 +145,8 @@ class Best:
     correct: Tensor | None = None
     baseline: Tensor | None = None
 
-    def beaten_by(self, val_acc: float, val_loss: float, correct: Tensor) -> bool:
-        if self.baseline is not None and not significantly_better(correct, self.baseline):
+    def beaten_by(self, val_acc: float, val_loss: float, correct: Tensor, groups: Tensor) -> bool:
+        if self.baseline is not None and not significantly_better(correct, self.baseline, groups):
             return False
         return (val_acc, -val_loss) > self.key
 
@@ -162,9 +162,12 @@ class Best:
         assert self.correct is not None
         return int((~self.correct).sum())
 
-    def can_be_beaten_significantly(self) -> bool:
-        """Whether any model could: at best it wins every clip this one misses and loses none."""
-        return self.val_misses() > 0 and sign_test_p(self.val_misses(), 0) <= MAX_P
+    def can_be_beaten_significantly(self, groups: Tensor) -> bool:
+        """Whether any model could: at best it wins every group where this one misses a clip,
+        and loses none."""
+        assert self.correct is not None
+        groups_missed = int((by_group((~self.correct).long(), groups) > 0).sum())
+        return groups_missed > 0 and sign_test_p(groups_missed, 0) <= MAX_P
 
     def to_dict(self) -> dict[str, object]:
         return {"epoch": self.epoch, "key": list(self.key), "state": self.state, "correct": self.correct,
@@ -373,8 +376,9 @@ def prepare_inputs(model: VideoClassifier, splits: Splits, options: TrainOptions
                                      (splits.val, 1, digests[len(splits.train) :], "val")):
         kept, failed = decode_views(items, keys, spec, views, options.seed, options.workers, log, f"decoding {name}")
         skipped += failed
-        parts.append(([items[n] for n in kept], CachedClips([keys[n] for n in kept], [index[items[n].label] for n in kept],
-                                                            spec, options.seed, views, "motion")))
+        clips = [items[n] for n in kept]
+        parts.append((clips, CachedClips([keys[n] for n in kept], [index[item.label] for item in clips], spec,
+                                         options.seed, views, "motion", groups=group_numbers(clips))))
     for line in skipped:
         log(f"skipped: {line}")
     (train_items, train_clips), (val_items, val_clips) = parts
@@ -483,7 +487,7 @@ def _validate(model: VideoClassifier, val: DataLoader, device: torch.device
     logits, targets = head_logits(model, val, device), val.dataset.targets
     even = even_weights(model.config.heads)
     loss, probabilities = fused_scores(logits, torch.tensor(even), targets)
-    weights = weights_beating(even, model.config.heads, logits, targets)[0]
+    weights = weights_beating(even, model.config.heads, logits, targets, val.dataset.groups)[0]
     correct = fuse(logits, weights).argmax(1).cpu() == targets
     return loss, float((probabilities.argmax(1) == targets).float().mean()), weights, correct
 
@@ -567,7 +571,7 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
         epoch = before + step
         if best.epoch > 0 and epoch - max(best.epoch, before) > stage.patience:
             latest = latest or _validate(model, val_batches, device)[2:]
-            if best.epoch <= before or significantly_better(best.correct, latest[1]):
+            if best.epoch <= before or significantly_better(best.correct, latest[1], val.groups):
                 log(f"{prefix}early stop: no val improvement for {stage.patience} epochs, and "
                     + ("none beat the earlier stage's model significantly" if best.epoch <= before
                        else f"epoch {best.epoch} beats the latest significantly"))
@@ -582,7 +586,7 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
                                                else _validate(model, val_batches, device))
         history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr,
                                    time.perf_counter() - started, stage.name))
-        if correct is not None and best.beaten_by(val_acc, val_loss, correct):
+        if correct is not None and best.beaten_by(val_acc, val_loss, correct, val.groups):
             model.stream_weights.copy_(torch.tensor(weights))
             best = best.replaced_by(epoch, val_acc, val_loss, _snapshot(model), correct)
         latest = None if correct is None else (weights, correct)
@@ -597,7 +601,8 @@ def fit(model: VideoClassifier, train: CachedClips, val: CachedClips | None, opt
     if val is None:
         best = Best(len(history), state=_snapshot(model))
     elif stage.keeps_last and not stopped and best.epoch != len(history):
-        best = _last_unless_beaten(model, best, history, latest or _validate(model, val_batches, device)[2:], log)
+        best = _last_unless_beaten(model, best, history, latest or _validate(model, val_batches, device)[2:], val.groups,
+                                   log)
     assert best.state is not None, "no epoch ran"
     return best, history
 
@@ -607,14 +612,14 @@ def _snapshot(model: VideoClassifier) -> dict[str, Tensor]:
 
 
 def _last_unless_beaten(model: VideoClassifier, best: Best, history: list[EpochRecord],
-                        last: tuple[tuple[float, ...], Tensor], log: Log) -> Best:
+                        last: tuple[tuple[float, ...], Tensor], groups: Tensor, log: Log) -> Best:
     """The model as the schedule left it (``model``, with ``last``: its weights and right
-    validation clips), unless the ``best`` epoch beats it significantly on validation."""
+    validation clips, of ``groups``), unless the ``best`` epoch beats it significantly on validation."""
     weights, correct = last
-    if significantly_better(best.correct, correct):
+    if significantly_better(best.correct, correct, groups):
         return best
     log(f"keeping the last epoch, {len(history)}: the best on validation (epoch {best.epoch}) "
-        f"did not beat it significantly (sign test, p ≤ {MAX_P:g})")
+        f"did not beat it significantly (sign test over {evidence(groups)}, p ≤ {MAX_P:g})")
     model.stream_weights.copy_(torch.tensor(weights))
     record = history[-1]
     return Best(record.epoch, (record.val_acc, -record.val_loss), _snapshot(model), correct)
@@ -641,9 +646,9 @@ def finetune_stage(inputs: Inputs, best: Best, history: list[EpochRecord], resum
     """Fine-tune Lite0 from the best frozen epoch; a fine-tuned epoch is kept only if it beats
     the frozen model significantly on validation."""
     model, options, log = inputs.model, inputs.options, inputs.log
-    if not resuming and not best.can_be_beaten_significantly():
+    if not resuming and not best.can_be_beaten_significantly(inputs.val_clips.groups):
         log(f"fine-tuning skipped: the frozen-backbone model misses {best.val_misses()} of {len(best.correct)} "
-            f"validation clips, too few for a fine-tuned one to beat it significantly (p ≤ {MAX_P:g})")
+            f"validation clips, too few (or in too few groups) for a fine-tuned one to beat it significantly (p ≤ {MAX_P:g})")
         return best, history
     if best.state is not None:
         model.load_state_dict(best.state)
@@ -688,7 +693,7 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
         right = fuse(done[fold][options.epochs], model.stream_weights).argmax(1) == targets[clip_fold == fold]
         log(f"fold {fold + 1}/{folds}: {int(right.sum())}/{len(right)} held-out clips right after the full schedule")
     choice = cross_validated_choice(model.config.heads, _pooled(done, clip_fold), targets,
-                                    even_weights(model.config.heads))
+                                    even_weights(model.config.heads), data.groups)
     for note in choice.notes:
         log(note)
     _, probabilities = fused_scores(choice.logits, torch.tensor(choice.weights), targets)

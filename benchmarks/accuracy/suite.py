@@ -119,7 +119,8 @@ def main() -> None:
                 for config in configs:
                     model = root / f"{config}.vidclf"
                     start = time.perf_counter()
-                    trained = vidclf(["train", str(sets["data"]), "--out", str(model), "--seed", str(seed),
+                    grouped = ["--group", sets["group"]] if "group" in sets else []  # what the data is, not a setting
+                    trained = vidclf(["train", str(sets["data"]), "--out", str(model), "--seed", str(seed), *grouped,
                                       *shlex.split(extra + CONFIGS[config] + " " + args.train_args)], env)
                     train_s = time.perf_counter() - start
                     name = f"{task}-{config}-s{seed}"

@@ -32,6 +32,8 @@ ARROW_CLASSES = ("forward", "reversed")
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "hexagon")
 CLIP_SIZE = 128  # side of the square clips the real-footage tasks write
 CLIP_FPS = 15.0
+# The real-footage tasks' clips are named SOURCE_n.avi: their source video is their group (--group).
+FOOTAGE_GROUP = r"^(.+)_\d+\.avi$"
 # Camera-motion footage must be textured: a window moving over flat grey shows no motion. The
 # corpus has a clear gap: 0.02 and 0.07 (a disc on grey, a cartoon) against ≥ 0.31 for the rest.
 MIN_TEXTURED_SHARE = 0.2
@@ -362,7 +364,7 @@ def real_footage_task(root: Path, corpus: Path, scale: Scale, seed: int, classes
                     path = root / split / kind / f"{clip_stem(video)}_{n}.avi"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     write_clip(make_clip(frames, kind, rng, scale.clip_frames), path, CLIP_FPS)
-    return {"data": root}
+    return {"data": root, "group": FOOTAGE_GROUP}
 
 
 def camera_motion(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
@@ -396,7 +398,7 @@ def arrow_of_time(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str
             rng = np.random.default_rng([seed, name_hash(video)])
             for n, start in enumerate(rng.permutation(starts)[:per_video]):
                 write_arrow_pair(root / split, f"{clip_stem(video)}_{n}.avi", strided[start : start + scale.clip_frames])
-    return {"data": root}
+    return {"data": root, "group": FOOTAGE_GROUP}
 
 
 def appearance(root: Path, corpus: Path, scale: Scale, seed: int) -> dict[str, Path]:
