@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 
 import numpy as np
 import pytest
 from rich.console import Console
 
-from vidclf.metrics import ClassMetrics, EvalReport, evaluate_scores, sign_test_p
+from vidclf.metrics import ClassMetrics, EvalReport, evaluate_scores, sign_flip_p
 from vidclf.output import confusion_table, eval_summary_table, misclassified_table, per_class_table
 
 LABELS = ["cat", "dog", "bird", "fish"]
@@ -215,13 +216,22 @@ def test_tables_render(report: EvalReport) -> None:
     assert "2 more" in limited
 
 
-def test_sign_test_p_is_the_binomial_tail_of_the_disagreements() -> None:
-    assert sign_test_p(5, 0) == pytest.approx(1 / 32)  # five coin flips all one way
-    assert sign_test_p(4, 0) == pytest.approx(1 / 16)  # four are not enough at p <= 0.05
-    assert sign_test_p(2, 0) == pytest.approx(1 / 4)
-    assert sign_test_p(6, 1) == pytest.approx(8 / 128)  # 6 or 7 of 7 go the challenger's way
-    assert sign_test_p(0, 3) == 1.0 and sign_test_p(0, 0) == 1.0
-    assert sign_test_p(26, 0) < 1e-7
+def test_sign_flip_p_is_the_sign_test_on_clips_and_counts_a_group_once() -> None:
+    assert sign_flip_p([1] * 5) == pytest.approx(1 / 32)  # five coin flips all one way
+    assert sign_flip_p([1] * 4) == pytest.approx(1 / 16)  # four are not enough at p <= 0.05
+    assert sign_flip_p([1, 1, 0, 0]) == pytest.approx(1 / 4)  # ties carry no evidence
+    assert sign_flip_p([1] * 6 + [-1]) == pytest.approx(8 / 128)  # 6 or 7 of 7 go the challenger's way
+    assert sign_flip_p([-1] * 3) == 1.0 and sign_flip_p([]) == 1.0
+    assert sign_flip_p([1] * 26) < 1e-7 and 0 < sign_flip_p([1] * 1100 + [-1] * 1000) < 0.05
+    # groups: 40 clips won in one video are one piece of evidence, however many clips
+    assert sign_flip_p([40, 1, 1, 1, 1, -1, -1]) == pytest.approx(11 / 64)  # +40 and 4 or more of 6 ±1
+    assert sign_flip_p([8, 1, 1, -1]) == pytest.approx(4 / 16)
+    rng = np.random.default_rng(0)  # exact: every sign pattern counted
+    for _ in range(20):
+        gains = rng.integers(-4, 6, size=int(rng.integers(1, 9))).tolist()
+        flips = [sum(sign * abs(g) for sign, g in zip(signs, gains))
+                 for signs in itertools.product((1, -1), repeat=len(gains))]
+        assert sign_flip_p(gains) == pytest.approx(sum(f >= sum(gains) for f in flips) / len(flips)), gains
 
 
 def test_wilson_interval_is_honest_at_small_counts() -> None:

@@ -594,7 +594,7 @@ def test_cross_validation_keeps_the_full_schedule_and_even_weights_unless_beaten
     assert cross_validated_choice(heads, early, targets, even).epochs == 2
     four = {1: outputs(0, 0), 2: outputs(12, 0), 3: outputs(12, 4)}
     assert cross_validated_choice(heads, four, targets, even).epochs == 3
-    assert all("sign-test p ≤ 0.05" in note for note in chosen.notes)
+    assert all("paired test over 12 clips, p ≤ 0.05" in note for note in chosen.notes)
     # only scored epochs can be chosen: every 5th and the last
     assert scored_epochs(60) == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60]
     assert scored_epochs(12) == [5, 10, 12] and scored_epochs(3) == [3]
@@ -606,7 +606,7 @@ def test_cross_validation_keeps_the_full_schedule_and_even_weights_unless_beaten
     assert cross_validated_choice(heads, {3: outputs(12, 6)}, targets, even, people).weights == even
 
 
-def test_the_sign_test_counts_groups_not_clips() -> None:
+def test_significance_counts_groups_not_clips() -> None:
     from vidclf.selection import significantly_better
 
     baseline = torch.zeros(40, dtype=torch.bool)

@@ -866,7 +866,7 @@ def test_train_from_a_manifest_keeps_groups_apart_and_says_so(tmp_path: Path) ->
     assert "by 2-fold cross-validation by group over 8 clips" in grouped.stderr
     assert grouped.stderr.count("held-out clips right after the full schedule") == 2
     assert "epoch 2/2" in grouped.stderr and "(cross-validated)" in grouped.stderr
-    assert grouped.stderr.count("p ≤ 0.05 over 4 groups)") == 2  # a person's clips are one piece of evidence
+    assert grouped.stderr.count("paired test over 4 groups, p ≤ 0.05)") == 2  # a person's clips are one piece of evidence
     assert "cross-validated, out of fold (8 clips)" in grouped.stdout and "top-1 correct [95% CI]" in grouped.stdout
     assert "may share people" not in grouped.stdout + grouped.stderr
     meta = json.loads(run_cli("info", str(tmp_path / "g.vidclf"), "--json", env=env).stdout)
@@ -874,7 +874,7 @@ def test_train_from_a_manifest_keeps_groups_apart_and_says_so(tmp_path: Path) ->
     assert "/8 = " in meta["training"]["top1"] and meta["training"]["best_val_acc"] is None
     plain = run_cli("train", str(tmp_path / "data"), "--out", str(tmp_path / "p.vidclf"), *common, env=env)
     assert plain.returncode == 0 and "may share people or scenes with training" in plain.stdout
-    assert plain.stderr.count("p ≤ 0.05 over 8 clips)") == 2
+    assert plain.stderr.count("paired test over 8 clips, p ≤ 0.05)") == 2
     assert "may share people or scenes with training and overrate" in plain.stderr
     bad = run_cli("train", str(tmp_path / "data"), "--group", "([a-z", "--out", str(tmp_path / "b.vidclf"), env=env)
     assert bad.returncode == 3 and bad.stderr.count("\n") == 1 and "not a valid regular expression" in bad.stderr

@@ -16,6 +16,7 @@ Conventions (same as scikit-learn with ``zero_division=0`` where there is a choi
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -141,13 +142,22 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def sign_test_p(wins: int, losses: int) -> float:
-    """One-sided exact sign test (McNemar's exact test) for two classifiers scored on the same
-    clips: ``wins`` clips only the challenger gets right, ``losses`` only the incumbent. The
-    chance of ``wins`` or more of the ``wins + losses`` disagreements going the challenger's way
-    if both were equally good (each disagreement a fair coin)."""
-    n = wins + losses
-    return sum(math.comb(n, i) for i in range(wins, n + 1)) / 2**n
+def sign_flip_p(gains: Sequence[int]) -> float:
+    """One-sided exact randomization (sign-flip) test for two classifiers scored on the same
+    clips, in groups: ``gains[g]`` is group g's net gain of the challenger (its clips only the
+    challenger gets right, less those only the incumbent does). The chance that random signs on
+    the gains sum to the observed total or more, if both were equally good (each group's gain
+    as likely a loss). With each clip its own group (gains of ±1) this is the exact sign test,
+    McNemar's exact test."""
+    magnitudes = Counter(abs(int(g)) for g in gains if g)
+    chance = np.ones(1)  # chance[i]: P(sum of the signed gains so far = i - their total)
+    for size, count in sorted(magnitudes.items()):
+        kernel = np.zeros(2 * size * count + 1)
+        kernel[:: 2 * size] = [math.exp(math.lgamma(count + 1) - math.lgamma(k + 1) - math.lgamma(count - k + 1)
+                                        - count * math.log(2)) for k in range(count + 1)]
+        chance = np.convolve(chance, kernel)
+    total = sum(size * count for size, count in magnitudes.items())
+    return min(1.0, float(chance[sum(int(g) for g in gains) + total :].sum()))
 
 
 def _validate(labels: list[str], videos: Sequence[str], true_labels: Sequence[str],

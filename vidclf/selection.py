@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vidclf.metrics import sign_test_p
+from vidclf.metrics import sign_flip_p
 from vidclf.model import fuse
 
-MAX_P = 0.05  # a choice replaces the default only with a sign-test win this significant
+MAX_P = 0.05  # a choice replaces the default only with a win this significant (``significantly_better``)
 VAL_ENOUGH = 5  # validation clips in the smallest class below which decisions are cross-validated
 CV_FOLDS = 2
 # Cross-validation scores its held-out clips after every 5th epoch and the last: the epochs it
@@ -25,17 +25,16 @@ CV_SCORE_EVERY = 5
 
 
 def significantly_better(correct: Tensor, baseline: Tensor, groups: Tensor | None = None) -> bool:
-    """``correct`` beats ``baseline`` (per-clip right/wrong on the same clips): more groups won
-    than lost, with a one-sided sign-test p-value of at most ``MAX_P``. A group (``groups[i]``:
-    clip i's group number; by default each clip is its own) is won where more of its clips are
-    right: the clips of one person or video are not independent evidence."""
+    """``correct`` beats ``baseline`` (per-clip right/wrong on the same clips): more clips right,
+    with a one-sided p-value of at most ``MAX_P`` by the sign-flip test of each group's net gain
+    (``groups[i]``: clip i's group number; by default each clip is its own, and the test is the
+    sign test): the clips of one person or video are not independent evidence."""
     gains = by_group(correct.long() - baseline.long(), groups)
-    wins, losses = int((gains > 0).sum()), int((gains < 0).sum())
-    return wins > losses and sign_test_p(wins, losses) <= MAX_P
+    return int(gains.sum()) > 0 and sign_flip_p(gains.tolist()) <= MAX_P
 
 
 def evidence(groups: Tensor) -> str:
-    """What the sign test counts, in words: "7 groups", or "80 clips" where each is its own."""
+    """What ``significantly_better`` counts, in words: "7 groups", or "80 clips" where each is its own."""
     count = len(groups.unique())
     return f"{count} groups" if count < len(groups) else f"{count} clips"
 
@@ -150,5 +149,5 @@ def cross_validated_choice(heads: list[tuple[str, str]], epoch_logits: dict[int,
     notes.append(f"fusion weights: {'even' if weights == default else 'chosen'}: out of fold, "
                  f"{int(correct[epochs].sum())}/{n} right with even weights and "
                  f"{int(right(logits, candidate).sum())}/{n} with the best weighting found")
-    notes = [note + f" (a choice must win with sign-test p ≤ {MAX_P:g} over {evidence(groups)})" for note in notes]
+    notes = [note + f" (a choice must win a paired test over {evidence(groups)}, p ≤ {MAX_P:g})" for note in notes]
     return Choice(epochs, weights, logits, notes)

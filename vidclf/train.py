@@ -42,7 +42,7 @@ from vidclf.data import (
 from vidclf.dataset import CachedClips, EpochSampler, Key, Tensors, loader, to_device
 from vidclf.device import autocast, resolve_device
 from vidclf.files import atomic_write, remove_leftovers
-from vidclf.metrics import EvalReport, evaluate_scores, sign_test_p
+from vidclf.metrics import EvalReport, evaluate_scores, sign_flip_p
 from vidclf.model import Lite0Features, VideoClassifier, fuse
 from vidclf.modelfile import ModelFileError, save_model
 from vidclf.selection import (
@@ -166,8 +166,8 @@ class Best:
         """Whether any model could: at best it wins every group where this one misses a clip,
         and loses none."""
         assert self.correct is not None
-        groups_missed = int((by_group((~self.correct).long(), groups) > 0).sum())
-        return groups_missed > 0 and sign_test_p(groups_missed, 0) <= MAX_P
+        misses = by_group((~self.correct).long(), groups)
+        return int(misses.sum()) > 0 and sign_flip_p(misses.tolist()) <= MAX_P
 
     def to_dict(self) -> dict[str, object]:
         return {"epoch": self.epoch, "key": list(self.key), "state": self.state, "correct": self.correct,
@@ -619,7 +619,7 @@ def _last_unless_beaten(model: VideoClassifier, best: Best, history: list[EpochR
     if significantly_better(best.correct, correct, groups):
         return best
     log(f"keeping the last epoch, {len(history)}: the best on validation (epoch {best.epoch}) "
-        f"did not beat it significantly (sign test over {evidence(groups)}, p ≤ {MAX_P:g})")
+        f"did not beat it significantly (paired test over {evidence(groups)}, p ≤ {MAX_P:g})")
     model.stream_weights.copy_(torch.tensor(weights))
     record = history[-1]
     return Best(record.epoch, (record.val_acc, -record.val_loss), _snapshot(model), correct)
