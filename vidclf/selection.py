@@ -43,7 +43,8 @@ def by_group(values: Tensor, groups: Tensor | None) -> Tensor:
     """Per-clip ``values`` summed over each group (as they are where ``groups`` is None)."""
     if groups is None:
         return values
-    return torch.zeros(int(groups.max()) + 1, dtype=values.dtype).index_add_(0, groups.to(values.device), values)
+    summed = torch.zeros(int(groups.max()) + 1, dtype=values.dtype, device=values.device)
+    return summed.index_add_(0, groups.to(values.device), values)
 
 
 def weight_grid(streams: int, steps: int = 4) -> list[tuple[float, ...]]:
