@@ -783,7 +783,7 @@ def test_val_split_0_cross_validates_and_resumes_after_kill_9_to_the_same_model(
     resumed = run_cli(*args, "--out", str(out), "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming cross-validation from" in resumed.stderr and "val:" not in resumed.stderr
-    assert "train: 8 clips" in resumed.stderr and "by 2-fold cross-validation by group over 8 clips" in resumed.stderr
+    assert "train: 8 clips" in resumed.stderr and "by 2-fold cross-validation over 8 clips\n" in resumed.stderr
     assert "cross-validated, out of fold (8 clips; may share people" in resumed.stdout
     assert not folds.exists() and not out.with_name(out.name + ".ckpt").exists()
     whole = run_cli(*args, "--out", str(tmp_path / "whole.vidclf"), env=env)
@@ -863,7 +863,7 @@ def test_train_from_a_manifest_keeps_groups_apart_and_says_so(tmp_path: Path) ->
     grouped = run_cli("train", str(manifest), "--out", str(tmp_path / "g.vidclf"), *common, env=env)
     assert grouped.returncode == 0, grouped.stderr
     assert "train: 8 clips (4 groups)" in grouped.stderr and "val:" not in grouped.stderr
-    assert "by 2-fold cross-validation by group over 8 clips" in grouped.stderr
+    assert "by 2-fold cross-validation over 8 clips, whole groups per fold (4 groups)" in grouped.stderr
     assert grouped.stderr.count("held-out clips right after the full schedule") == 2
     assert "epoch 2/2" in grouped.stderr and "(cross-validated)" in grouped.stderr
     assert grouped.stderr.count("paired test over 4 groups, p ≤ 0.05)") == 2  # a person's clips are one piece of evidence

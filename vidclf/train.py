@@ -667,8 +667,8 @@ def finetune_stage(inputs: Inputs, best: Best, history: list[EpochRecord], resum
 
 
 def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
-    """Choose the epochs and fusion weights by k-fold cross-validation by group over the
-    training clips (their cached inputs): a model per fold trains the full schedule on the other
+    """Choose the epochs and fusion weights by k-fold cross-validation (whole groups per fold)
+    over the training clips (their cached inputs): a model per fold trains the full schedule on the other
     folds and scores its held-out clips after every epoch. Returns the choice and the
     out-of-fold report at it. Each finished fold is checkpointed for ``--resume``."""
     model, options, splits, log = inputs.model, inputs.options, inputs.splits, inputs.log
@@ -681,7 +681,9 @@ def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
     if done:
         log(f"resuming cross-validation from {path} with {len(done)} of {folds} folds done")
     targets = data.targets
-    log(f"choosing epochs and fusion weights by {folds}-fold cross-validation by group over {len(clips)} clips")
+    groups = len(data.groups.unique())
+    log(f"choosing epochs and fusion weights by {folds}-fold cross-validation over {len(clips)} clips"
+        + (f", whole groups per fold ({groups} groups)" if groups < len(clips) else ""))
     for fold in range(folds):
         if fold not in done:
             held = (clip_fold == fold).nonzero().flatten().tolist()
