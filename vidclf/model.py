@@ -188,19 +188,7 @@ class VideoClassifier(nn.Module):
         batch, steps = rgb.shape[:2]
         x = rgb.flatten(0, 1).permute(0, 3, 1, 2).float().div_(255.0).mul_(2.0).sub_(1.0)
         x = x.contiguous(memory_format=torch.channels_last)  # faster convs on CPU
-        return self._pooled_lite0(x).reshape(batch, steps, -1)
-
-    def _pooled_lite0(self, frames: Tensor) -> Tensor:
-        """Lite0's pooled features of ``frames`` (N, 3, S, S). Fine-tuning back-propagates
-        through a random half of them: a step costs 0.6× as much (benchmarks/encoder_speed.py),
-        and the forward pass is unchanged, as BatchNorm keeps ImageNet's statistics."""
-        if self.backbone_frozen or not self.training or not torch.is_grad_enabled():
-            return self.backbone(frames).mean(dim=(2, 3))
-        order = torch.randperm(len(frames), device=frames.device)
-        learned = (len(frames) + 1) // 2
-        with torch.no_grad():
-            fixed = self.backbone(frames[order[learned:]])
-        return torch.cat([self.backbone(frames[order[:learned]]), fixed]).mean(dim=(2, 3))[order.argsort()]
+        return self.backbone(x).mean(dim=(2, 3)).reshape(batch, steps, -1)
 
     def flow_image_features(self, motion: Tensor) -> Tensor:
         """Raw flow maps (B, T, 4, M, M) → pooled Lite0 features (B, T, 1280) of Farneback's
