@@ -668,8 +668,8 @@ def finetune_stage(inputs: Inputs, best: Best, history: list[EpochRecord], resum
 
 def cross_validate(inputs: Inputs) -> tuple[Choice, EvalReport]:
     """Choose the epochs and fusion weights by k-fold cross-validation (whole groups per fold)
-    over the training clips (their cached inputs): a model per fold trains the full schedule on the other
-    folds and scores its held-out clips after every epoch. Returns the choice and the
+    over the training clips (their cached inputs): a model per fold trains the full schedule on
+    the other folds and scores its held-out clips after every epoch. Returns the choice and the
     out-of-fold report at it. Each finished fold is checkpointed for ``--resume``."""
     model, options, splits, log = inputs.model, inputs.options, inputs.splits, inputs.log
     data, clips = inputs.train(), inputs.train_items
